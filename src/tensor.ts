@@ -1,0 +1,108 @@
+// Tensors: a shape, a dtype and data in native memory (64-byte aligned, from the addon).
+// f32 for activations and trainable weights, bf16 (as Uint16Array) for frozen weights, i32 for ids.
+import { native } from "./backend/native.js";
+
+export type DType = "f32" | "bf16" | "i32";
+export type TensorData = Float32Array | Uint16Array | Int32Array;
+
+const BYTES: Record<DType, number> = { f32: 4, bf16: 2, i32: 4 };
+
+export function sizeOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export class Tensor {
+  /** Set on parameters that are trained; the tape records ops whose inputs require gradients. */
+  requiresGrad = false;
+  /** Accumulated gradient (f32, same shape), created by the backward pass. */
+  grad: Tensor | null = null;
+
+  constructor(
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    readonly data: TensorData,
+  ) {
+    if (data.length !== sizeOf(shape)) {
+      throw new Error(`tensor data has ${data.length} elements but shape [${shape.join(", ")}] needs ${sizeOf(shape)}`);
+    }
+  }
+
+  /** A zero-filled tensor in native memory. */
+  static zeros(shape: readonly number[], dtype: DType = "f32"): Tensor {
+    const n = sizeOf(shape);
+    const buffer = native.alloc(n * BYTES[dtype]);
+    const data = dtype === "f32" ? new Float32Array(buffer) : dtype === "bf16" ? new Uint16Array(buffer) : new Int32Array(buffer);
+    return new Tensor(shape, dtype, data);
+  }
+
+  /** A tensor holding a copy of `values`. */
+  static from(values: ArrayLike<number>, shape: readonly number[] = [values.length], dtype: DType = "f32"): Tensor {
+    const t = Tensor.zeros(shape, dtype);
+    if (dtype === "bf16") {
+      const src = values instanceof Float32Array ? values : Float32Array.from(values);
+      native.f32ToBf16(src.length, src, t.data as Uint16Array);
+    } else {
+      t.data.set(values);
+    }
+    return t;
+  }
+
+  get size(): number {
+    return this.data.length;
+  }
+
+  get bytes(): number {
+    return this.data.byteLength;
+  }
+
+  /** The data as Float32Array (throws for other dtypes). */
+  get f32(): Float32Array {
+    if (this.dtype !== "f32") throw new Error(`expected an f32 tensor, got ${this.dtype}`);
+    return this.data as Float32Array;
+  }
+
+  get i32(): Int32Array {
+    if (this.dtype !== "i32") throw new Error(`expected an i32 tensor, got ${this.dtype}`);
+    return this.data as Int32Array;
+  }
+
+  /** f32 or bf16 data, as the GEMM and other kernels take weights. */
+  get weights(): Float32Array | Uint16Array {
+    if (this.dtype === "i32") throw new Error("expected a floating-point tensor, got i32");
+    return this.data as Float32Array | Uint16Array;
+  }
+
+  /** Same data, another shape with as many elements. */
+  reshape(shape: readonly number[]): Tensor {
+    return new Tensor(shape, this.dtype, this.data);
+  }
+
+  /** A copy converted to f32. */
+  toF32(): Tensor {
+    const out = Tensor.zeros(this.shape, "f32");
+    if (this.dtype === "bf16") native.bf16ToF32(this.size, this.data as Uint16Array, out.f32);
+    else out.f32.set(this.data);
+    return out;
+  }
+
+  /** A copy converted to bf16 (round to nearest even). */
+  toBf16(): Tensor {
+    if (this.dtype === "bf16") return this.clone();
+    const out = Tensor.zeros(this.shape, "bf16");
+    native.f32ToBf16(this.size, this.f32, out.data as Uint16Array);
+    return out;
+  }
+
+  clone(): Tensor {
+    const out = Tensor.zeros(this.shape, this.dtype);
+    out.data.set(this.data);
+    return out;
+  }
+
+  /** Values as a plain array of numbers (bf16 widened), for tests and printing. */
+  toArray(): number[] {
+    return Array.from(this.dtype === "bf16" ? this.toF32().f32 : this.data);
+  }
+}
