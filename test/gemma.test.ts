@@ -132,7 +132,7 @@ for (const fixture of ["gemma-tiny", "gemma-tiny-std0.2"]) {
         const A = Tensor.from(golden.f32(`lora.init.${name}.lora_A.weight`), [4, lin.inFeatures]);
         const B = Tensor.from(golden.f32(`lora.init.${name}.lora_B.weight`), [lin.outFeatures, 4]);
         A.requiresGrad = B.requiresGrad = true;
-        lin.lora = { A, B, scale: 1 };
+        lin.lora = { A, B, scale: 1, groups: 1 };
       }
       try {
         let nllSum = 0;

@@ -28,6 +28,16 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   return y;
 }
 
+/** The same values viewed with another shape (no copy). */
+export function reshape(x: Tensor, shape: readonly number[]): Tensor {
+  const out = x.reshape(shape);
+  tapeFor(out, x)?.record(() => {
+    if (!out.grad) return;
+    accumulateGrad(x, true, (dst) => native.axpy(x.size, 1, out.grad!.f32, dst));
+  });
+  return out;
+}
+
 /** a + scale * b (same shapes). */
 export function addScaled(a: Tensor, b: Tensor, scale = 1): Tensor {
   if (a.size !== b.size) throw new Error(`add: sizes differ (${a.size} vs ${b.size})`);

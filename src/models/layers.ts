@@ -1,13 +1,19 @@
 // Layers shared by the model families: a linear projection that can carry a LoRA adapter, and the
 // key/value cache used while generating.
-import { addScaled, linear } from "../autograd/ops.js";
+import { addScaled, linear, reshape } from "../autograd/ops.js";
 import { Tensor } from "../tensor.js";
 
-/** A low-rank update: y += scale * (x · Aᵀ) · Bᵀ with A [rank, in] and B [out, rank] (PEFT layout). */
+/**
+ * A low-rank update y += scale * (x · Aᵀ) · Bᵀ. In the PEFT layout (groups = 1) A is [rank, in] and
+ * B [out, rank]. Keras's per-head layout (groups = heads) gives each head its own A rows and shares
+ * one B: A is [heads * rank, in] and B [out / heads, rank], which equals a PEFT adapter of rank
+ * heads * rank whose B is block-diagonal.
+ */
 export interface LoraAdapter {
   A: Tensor;
   B: Tensor;
   scale: number;
+  groups: number;
 }
 
 /** A bias-free projection y = x · Wᵀ, W [out, in] in Hugging Face layout. */
@@ -31,8 +37,12 @@ export class Linear {
   forward(x: Tensor): Tensor {
     const y = linear(x, this.weight);
     if (!this.lora) return y;
-    const { A, B, scale } = this.lora;
-    return addScaled(y, linear(linear(x, A), B), scale);
+    const { A, B, scale, groups } = this.lora;
+    const T = x.shape[0]!;
+    const down = linear(x, A);
+    const delta = groups === 1 ? linear(down, B)
+      : reshape(linear(reshape(down, [T * groups, B.shape[1]!]), B), [T, this.outFeatures]);
+    return addScaled(y, delta, scale);
   }
 }
 
