@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <exception>
+#include <utility>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -25,7 +27,10 @@ class Pool {
     stop_all();
     threads_ = n;
     stopping_ = false;
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this] { work(); });
+    // A worker must start from the generation current now: a loop posted before the thread
+    // first runs would otherwise be missed, and run() would wait for it forever.
+    unsigned start = generation_.load();
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, start] { work(start); });
   }
 
   void run(size_t chunks, size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn) {
@@ -44,21 +49,29 @@ class Pool {
     drain();
     inside_pool = false;
     while (active_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
   }
 
  private:
+  // Runs chunks until none are left. An exception stops the loop for every thread and is
+  // rethrown on the calling thread, so a failing kernel never terminates the process.
   void drain() {
     for (;;) {
       size_t c = next_.fetch_add(1);
       if (c >= chunks_) return;
       size_t begin = c * grain_;
-      (*fn_)(begin, std::min(n_, begin + grain_));
+      try {
+        (*fn_)(begin, std::min(n_, begin + grain_));
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(chunks_);
+      }
     }
   }
 
-  void work() {
+  void work(unsigned seen) {
     inside_pool = true;
-    unsigned seen = generation_.load();
     for (;;) {
       // Spin ~50-100 us for the next loop before sleeping on the condition variable.
       bool got = false;
@@ -98,6 +111,8 @@ class Pool {
   std::atomic<int> active_{0};
   std::atomic<bool> stopping_{false};
   const std::function<void(size_t, size_t)>* fn_ = nullptr;
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
   size_t n_ = 0, grain_ = 1, chunks_ = 0;
 };
 

@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { LoratuneError } from "../errors.js";
 import { BUILTIN_DATASETS, builtinDatasetPath } from "./builtins.js";
 import { type DataFormat, type Example, type FormatOptions, type FormattedRow, formatRecords } from "./formats.js";
-import { mulberry32, shuffleInPlace } from "./random.js";
+import { Random } from "../generation/random.js";
 import { type BadRowHandler, type FileFormat, readRecords } from "./readers.js";
 
 export interface DatasetSpec extends FormatOptions {
@@ -116,8 +116,8 @@ export function loadDataset(spec: DatasetSpec): Dataset {
     pool = kept;
   }
 
-  const random = mulberry32(seed);
-  if (spec.shuffle) pool = shuffleInPlace([...pool], random);
+  const random = new Random(seed);
+  if (spec.shuffle) pool = random.shuffle([...pool]);
   if (spec.limit !== undefined) {
     const kept = pool.slice(0, spec.limit);
     steps.push({ name: "limit", detail: String(spec.limit), kept: kept.length, of: pool.length });
@@ -157,7 +157,7 @@ function resolveSource(source: string): { file: string; defaultFormat?: DataForm
 }
 
 /** Held-out rows are picked by a seeded permutation, so eval is a fair sample even without shuffling; both keep pool order. */
-function splitEval(examples: Example[], fraction: number, random: () => number): { train: Example[]; eval: Example[] } {
+function splitEval(examples: Example[], fraction: number, random: Random): { train: Example[]; eval: Example[] } {
   if (fraction === 0) return { train: examples, eval: [] };
   const evalCount = Math.max(1, Math.round(examples.length * fraction));
   if (evalCount >= examples.length) {
@@ -165,7 +165,7 @@ function splitEval(examples: Example[], fraction: number, random: () => number):
       field: "evalFraction",
     });
   }
-  const held = new Set(shuffleInPlace(examples.map((_, k) => k), random).slice(0, evalCount));
+  const held = new Set(random.shuffle(examples.map((_, k) => k)).slice(0, evalCount));
   return {
     train: examples.filter((_, k) => !held.has(k)),
     eval: examples.filter((_, k) => held.has(k)),

@@ -20,7 +20,6 @@ export {
   detectFormat,
   formatRecords,
 } from "./formats.js";
-export { mulberry32, shuffleInPlace } from "./random.js";
 export {
   type BadRowHandler,
   type CsvHeader,
