@@ -3,10 +3,11 @@
 import { LoratuneError } from "../errors.js";
 import { formatHelp, nearest, parseFlags } from "./args.js";
 import type { Command } from "./command.js";
+import { dataCommand } from "./commands/data.js";
 import { generateCommand } from "./commands/generate.js";
 import { summaryCommand } from "./commands/summary.js";
 
-const commands: Command[] = [summaryCommand, generateCommand];
+const commands: Command[] = [summaryCommand, generateCommand, dataCommand];
 
 function usage(): string {
   const rows = commands.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`).join("\n");

@@ -104,5 +104,5 @@ export function formatDescription(description: DatasetDescription): string {
     lines.push(`Example ${k + 1} of ${count(plan.train)} (${example.source.file}:${example.source.line}):`);
     for (const line of example.text.split("\n")) lines.push(`    ${line}`);
   });
-  return lines.join("\n");
+  return `${lines.join("\n")}\n`;
 }

@@ -235,7 +235,7 @@ export function formatSummary(summary: Summary): string {
     ` Trainable params: ${formatCount(summary.trainableParams)} (${formatBytes(summary.trainableBytes)})`,
     ` Non-trainable params: ${formatCount(summary.nonTrainableParams)} (${formatBytes(summary.nonTrainableBytes)})`,
   );
-  return out.join("\n");
+  return `${out.join("\n")}\n`;
 }
 
 /** The summary's numbers as plain JSON (snake_case keys) for `--json` output. */
