@@ -4,10 +4,11 @@ import { LoratuneError } from "../errors.js";
 import { formatHelp, nearest, parseFlags } from "./args.js";
 import type { Command } from "./command.js";
 import { dataCommand } from "./commands/data.js";
+import { demoCommand } from "./commands/demo.js";
 import { generateCommand } from "./commands/generate.js";
 import { summaryCommand } from "./commands/summary.js";
 
-const commands: Command[] = [summaryCommand, generateCommand, dataCommand];
+const commands: Command[] = [summaryCommand, generateCommand, dataCommand, demoCommand];
 
 function usage(): string {
   const rows = commands.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`).join("\n");
