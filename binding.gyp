@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/napi_util.cc",
+        "native/memory.cc",
         "native/threadpool.cc",
         "native/gemm.cc",
         "native/attention.cc",

@@ -1,14 +1,14 @@
 // The loratune native addon: every loop over tensor elements lives here. Each kernel file
 // registers its functions; this file adds memory allocation and thread control.
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <unordered_map>
 #include <thread>
 
+#include "memory.h"
 #include "napi_util.h"
 #include "threadpool.h"
 
@@ -19,41 +19,75 @@ void register_ops(napi_env env, napi_value exports);
 
 namespace {
 
-// Large buffers come from mmap: page-aligned, zeroed lazily by the kernel, so a weight that is
-// about to be overwritten is never touched twice. The hint records the size and which allocator.
-constexpr size_t kMmapThreshold = 256 * 1024;
+// Each alloc() buffer owns a Block until release() or garbage collection, whichever comes first,
+// gives its memory back. Both happen on the JavaScript thread.
+struct Block {
+  void* data;
+  size_t capacity;
+  bool released = false;
+};
 
-void free_native(napi_env env, void* data, void* hint) {
-  auto tag = reinterpret_cast<uintptr_t>(hint);
-  size_t size = tag & ~uintptr_t(1);
-  if (tag & 1) munmap(data, size);
-  else std::free(data);
-  napi_adjust_external_memory(env, -static_cast<int64_t>(size), nullptr);
+std::unordered_map<void*, Block*>& live_blocks() {
+  static auto* blocks = new std::unordered_map<void*, Block*>();
+  return *blocks;
 }
 
-// alloc(bytes): a zero-filled ArrayBuffer in 64-byte aligned native memory.
+void give_back(napi_env env, Block* block) {
+  if (block->released) return;
+  block->released = true;
+  live_blocks().erase(block->data);
+  release(block->data, block->capacity);
+  napi_adjust_external_memory(env, -static_cast<int64_t>(block->capacity), nullptr);
+}
+
+void free_native(napi_env env, void*, void* hint) {
+  auto* block = static_cast<Block*>(hint);
+  give_back(env, block);
+  delete block;
+}
+
+// alloc(bytes, zero = true): an ArrayBuffer over 64-byte aligned native memory, zero-filled
+// unless zero is false (for outputs a kernel overwrites whole).
 void alloc(Args& a) {
   int64_t bytes = a.integer(0, "bytes");
-  size_t rounded = std::max<size_t>(64, (static_cast<size_t>(bytes) + 63) / 64 * 64);
-  bool use_mmap = rounded >= kMmapThreshold;
-  void* p = nullptr;
-  if (use_mmap) {
-    p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) p = nullptr;
-  } else {
-    p = std::aligned_alloc(64, rounded);
-    if (p) std::memset(p, 0, rounded);
-  }
+  bool zero = a.count() < 2 || a.boolean(1, "zero");
+  size_t capacity = 0;
+  void* p = allocate(static_cast<size_t>(bytes), zero, &capacity);
   check(p != nullptr, "cannot allocate " + std::to_string(bytes) + " bytes");
-  auto tag = reinterpret_cast<void*>(static_cast<uintptr_t>(rounded) | (use_mmap ? 1 : 0));
+  auto* block = new Block{p, capacity};
   napi_value buf;
-  if (napi_create_external_arraybuffer(a.env, p, static_cast<size_t>(bytes), free_native, tag, &buf) != napi_ok) {
-    free_native(a.env, p, tag);
+  if (napi_create_external_arraybuffer(a.env, p, static_cast<size_t>(bytes), free_native, block, &buf) != napi_ok) {
+    release(p, capacity);
+    delete block;
     throw Error("cannot wrap native memory in an ArrayBuffer");
   }
-  napi_adjust_external_memory(a.env, static_cast<int64_t>(rounded), nullptr);
+  live_blocks()[p] = block;
+  napi_adjust_external_memory(a.env, static_cast<int64_t>(capacity), nullptr);
   a.result = buf;
 }
+
+// release(buffer): gives an alloc() buffer's memory back now instead of at garbage collection.
+// The buffer is detached first, so any later use sees an empty array, never reused memory.
+void release_buffer(Args& a) {
+  if (a.count() < 1) throw Error("argument buffer is missing");
+  napi_value buf = a.value(0);
+  bool is_ab = false;
+  napi_is_arraybuffer(a.env, buf, &is_ab);
+  check(is_ab, "argument buffer must be an ArrayBuffer");
+  bool detached = false;
+  napi_is_detached_arraybuffer(a.env, buf, &detached);
+  if (detached) return;
+  void* data = nullptr;
+  size_t length = 0;
+  napi_get_arraybuffer_info(a.env, buf, &data, &length);
+  auto it = live_blocks().find(data);
+  check(it != live_blocks().end(), "this ArrayBuffer was not made by alloc()");
+  Block* block = it->second;
+  check(napi_detach_arraybuffer(a.env, buf) == napi_ok, "this ArrayBuffer cannot be released");
+  give_back(a.env, block);
+}
+
+void cached_bytes_of(Args& a) { napi_create_double(a.env, static_cast<double>(cached_bytes()), &a.result); }
 
 void get_num_threads(Args& a) { napi_create_int32(a.env, num_threads(), &a.result); }
 
@@ -68,6 +102,8 @@ void set_threads(Args& a) {
 
 static napi_value init(napi_env env, napi_value exports) {
   lt::define(env, exports, "alloc", lt::alloc);
+  lt::define(env, exports, "release", lt::release_buffer);
+  lt::define(env, exports, "cachedBytes", lt::cached_bytes_of);
   lt::define(env, exports, "numThreads", lt::get_num_threads);
   lt::define(env, exports, "setNumThreads", lt::set_threads);
   lt::register_gemm(env, exports);

@@ -48,6 +48,7 @@ class Args {
   double number(size_t i, const char* name) const;
   int64_t integer(size_t i, const char* name) const;       // a non-negative safe integer
   bool boolean(size_t i, const char* name) const;
+  napi_value value(size_t i) const { return argv_[i]; }
   napi_value result = nullptr;  // set by a kernel that returns a value
   [[noreturn]] void fail(const std::string& what) const;
 

@@ -2,7 +2,7 @@
 // saves what its backward kernel needs. Shapes: activations are [T, features] row-major f32.
 import { GateKind, native } from "../backend/native.js";
 import { Tensor } from "../tensor.js";
-import { accumulateGrad, tapeFor } from "./tape.js";
+import { accumulateGrad, addGrad, tapeFor } from "./tape.js";
 
 function dims2(t: Tensor, what: string): [number, number] {
   if (t.shape.length !== 2) throw new Error(`${what} must be 2-D, got [${t.shape.join(", ")}]`);
@@ -14,7 +14,7 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   const [T, inF] = dims2(x, "linear input");
   const [outF, wIn] = dims2(w, "linear weight");
   if (wIn !== inF) throw new Error(`linear: input has ${inF} features, weight [${w.shape.join(", ")}] expects ${wIn}`);
-  const y = Tensor.zeros([T, outF]);
+  const y = Tensor.empty([T, outF]);
   native.gemm(false, true, T, outF, inF, 1, x.f32, inF, w.weights, inF, 0, y.f32, outF);
   tapeFor(y, x, w)?.record(() => {
     if (!y.grad) return;
@@ -28,12 +28,19 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   return y;
 }
 
+/** dst = alpha * src when fresh (dst undefined), else dst += alpha * src. */
+function addInto(dst: Float32Array, fresh: boolean, alpha: number, src: Float32Array): void {
+  if (!fresh) return native.axpy(dst.length, alpha, src, dst);
+  dst.set(src);
+  if (alpha !== 1) native.scale(dst.length, alpha, dst);
+}
+
 /** The same values viewed with another shape (no copy). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const out = x.reshape(shape);
   tapeFor(out, x)?.record(() => {
     if (!out.grad) return;
-    accumulateGrad(x, true, (dst) => native.axpy(x.size, 1, out.grad!.f32, dst));
+    accumulateGrad(x, true, (dst, fresh) => addInto(dst, fresh, 1, out.grad!.f32));
   });
   return out;
 }
@@ -47,8 +54,8 @@ export function addScaled(a: Tensor, b: Tensor, scale = 1): Tensor {
   tapeFor(out, a, b)?.record(() => {
     if (!out.grad) return;
     const dy = out.grad.f32;
-    accumulateGrad(a, true, (dst) => native.axpy(a.size, 1, dy, dst));
-    accumulateGrad(b, true, (dst) => native.axpy(b.size, scale, dy, dst));
+    accumulateGrad(a, true, (dst, fresh) => addInto(dst, fresh, 1, dy));
+    accumulateGrad(b, true, (dst, fresh) => addInto(dst, fresh, scale, dy));
   });
   return out;
 }
@@ -56,13 +63,13 @@ export function addScaled(a: Tensor, b: Tensor, scale = 1): Tensor {
 /** RMSNorm over the last dimension; Gemma scales by (1 + w), Llama by w. */
 export function rmsnorm(x: Tensor, w: Tensor, eps: number, addOne: boolean): Tensor {
   const [T, dim] = dims2(x, "rmsnorm input");
-  const out = Tensor.zeros(x.shape);
-  const rstd = Tensor.zeros([T]);
+  const out = Tensor.empty(x.shape);
+  const rstd = Tensor.empty([T]);
   native.rmsnorm(T, dim, eps, addOne, x.f32, w.weights, out.f32, rstd.f32);
   tapeFor(out, x, w)?.record(() => {
     if (!out.grad) return;
     const dw = w.requiresGrad ? (w.grad ??= Tensor.zeros(w.shape)).f32 : null;
-    const dx = x.requiresGrad ? null : Tensor.zeros(x.shape); // scratch when only dw is wanted
+    const dx = x.requiresGrad ? null : Tensor.empty(x.shape); // scratch when only dw is wanted
     if (dx) native.rmsnormBackward(T, dim, addOne, x.f32, w.weights, rstd.f32, out.grad.f32, dx.f32, dw);
     accumulateGrad(x, false, (dst) =>
       native.rmsnormBackward(T, dim, addOne, x.f32, w.weights, rstd.f32, out.grad!.f32, dst, dw));
@@ -96,33 +103,32 @@ export interface AttentionShape {
 /** Causal self-attention over a whole sequence: q [T, heads*D], k and v [T, kvHeads*D]. */
 export function attention(q: Tensor, k: Tensor, v: Tensor, s: AttentionShape): Tensor {
   const [T] = dims2(q, "attention query");
-  const out = Tensor.zeros(q.shape);
+  const out = Tensor.empty(q.shape);
   const tape = tapeFor(out, q, k, v);
-  const lse = tape ? Tensor.zeros([s.heads, T]) : null;
+  const lse = tape ? Tensor.empty([s.heads, T]) : null;
   native.attentionForward(T, T, s.heads, s.kvHeads, s.headDim, 0, s.scale, q.f32, k.f32, v.f32, out.f32, lse?.f32 ?? null);
   tape?.record(() => {
     if (!out.grad) return;
-    const dq = Tensor.zeros(q.shape), dk = Tensor.zeros(k.shape), dv = Tensor.zeros(v.shape);
+    const dq = Tensor.empty(q.shape), dk = Tensor.empty(k.shape), dv = Tensor.empty(v.shape);
     native.attentionBackward(T, T, s.heads, s.kvHeads, s.headDim, 0, s.scale, q.f32, k.f32, v.f32, out.f32,
       lse!.f32, out.grad.f32, dq.f32, dk.f32, dv.f32);
-    for (const [t, g] of [[q, dq], [k, dk], [v, dv]] as const) {
-      accumulateGrad(t, true, (dst, fresh) => (fresh ? dst.set(g.f32) : native.add(t.size, dst, g.f32, dst)));
-    }
+    addGrad(q, dq);
+    addGrad(k, dk);
+    addGrad(v, dv);
   });
   return out;
 }
 
 /** act(gate) * up, elementwise. */
 export function gated(gate: Tensor, up: Tensor, kind: GateKind): Tensor {
-  const out = Tensor.zeros(gate.shape);
+  const out = Tensor.empty(gate.shape);
   native.gatedActivation(gate.size, kind, gate.f32, up.f32, out.f32);
   tapeFor(out, gate, up)?.record(() => {
     if (!out.grad) return;
-    const dGate = Tensor.zeros(gate.shape), dUp = Tensor.zeros(up.shape);
+    const dGate = Tensor.empty(gate.shape), dUp = Tensor.empty(up.shape);
     native.gatedActivationBackward(gate.size, kind, gate.f32, up.f32, out.grad.f32, dGate.f32, dUp.f32);
-    for (const [t, g] of [[gate, dGate], [up, dUp]] as const) {
-      accumulateGrad(t, true, (dst, fresh) => (fresh ? dst.set(g.f32) : native.add(t.size, dst, g.f32, dst)));
-    }
+    addGrad(gate, dGate);
+    addGrad(up, dUp);
   });
   return out;
 }
@@ -130,11 +136,14 @@ export function gated(gate: Tensor, up: Tensor, kind: GateKind): Tensor {
 /** Rows of `table` [rows, dim] picked by ids, times `scale`. */
 export function embedding(ids: Int32Array, table: Tensor, scale: number): Tensor {
   const [rows, dim] = dims2(table, "embedding table");
-  const out = Tensor.zeros([ids.length, dim]);
+  const out = Tensor.empty([ids.length, dim]);
   native.embedding(ids.length, dim, rows, scale, ids, table.weights, out.f32);
   tapeFor(out, table)?.record(() => {
     if (!out.grad) return;
-    accumulateGrad(table, true, (dst) => native.embeddingBackward(ids.length, dim, rows, scale, ids, out.grad!.f32, dst));
+    accumulateGrad(table, true, (dst, fresh) => {
+      if (fresh) dst.fill(0);
+      native.embeddingBackward(ids.length, dim, rows, scale, ids, out.grad!.f32, dst);
+    });
   });
   return out;
 }
@@ -201,11 +210,12 @@ export function lmHeadCrossEntropy(hidden: Tensor, head: Tensor, targets: Int32A
     }
     if (dHead) native.gemm(true, false, vocab, dim, n, 1, logits, vocab, h, dim, 1, dHead.f32, dim);
   }
+  for (const scratch of [h, logits, dh]) if (scratch) native.release(scratch.buffer as ArrayBuffer);
   loss.f32[0] = count > 0 ? total / count : 0;
   tape?.record(() => {
     const g = loss.grad ? loss.grad.f32[0]! : 0;
-    if (dHidden) accumulateGrad(hidden, true, (dst) => native.axpy(hidden.size, g, dHidden.f32, dst));
-    if (dHead) accumulateGrad(head, true, (dst) => native.axpy(head.size, g, dHead.f32, dst));
+    if (dHidden) accumulateGrad(hidden, true, (dst, fresh) => addInto(dst, fresh, g, dHidden.f32));
+    if (dHead) accumulateGrad(head, true, (dst, fresh) => addInto(dst, fresh, g, dHead.f32));
   });
   return { loss, correct, count };
 }

@@ -54,21 +54,28 @@ export function tapeFor(output: Tensor, ...inputs: Array<Tensor | null | undefin
 }
 
 /**
- * Adds a gradient into t.grad. `write(dst, overwrite)` computes the gradient into dst: when
- * overwrite is true dst holds garbage-free zeros it may overwrite; otherwise it must add to dst.
+ * Adds a gradient into t.grad. `write(dst, fresh)` computes the gradient into dst: when fresh,
+ * dst's contents are undefined and must be overwritten; otherwise the gradient is added to dst.
  * Kernels that can only overwrite pass `accumulates: false`, and get a scratch buffer when t
  * already has a gradient.
  */
 export function accumulateGrad(t: Tensor, accumulates: boolean, write: (dst: Float32Array, fresh: boolean) => void): void {
   if (!t.requiresGrad) return;
   if (!t.grad) {
-    t.grad = Tensor.zeros(t.shape);
+    t.grad = Tensor.empty(t.shape);
     write(t.grad.f32, true);
   } else if (accumulates) {
     write(t.grad.f32, false);
   } else {
-    const scratch = Tensor.zeros(t.shape);
+    const scratch = Tensor.empty(t.shape);
     write(scratch.f32, true);
     native.add(t.size, t.grad.f32, scratch.f32, t.grad.f32);
   }
+}
+
+/** Adds a gradient computed into its own tensor `g`: it becomes t.grad when t has none yet. */
+export function addGrad(t: Tensor, g: Tensor): void {
+  if (!t.requiresGrad) return;
+  if (!t.grad) t.grad = g;
+  else native.add(t.size, t.grad.f32, g.f32, t.grad.f32);
 }

@@ -20,12 +20,18 @@ export const enum AdamVariant {
 }
 
 export interface NativeKernels {
-  /** Zero-filled, 64-byte aligned native memory. */
-  alloc(bytes: number): ArrayBuffer;
+  /** 64-byte aligned native memory, zero-filled unless `zero` is false. Freed blocks are reused. */
+  alloc(bytes: number, zero?: boolean): ArrayBuffer;
+  /** Gives an alloc() buffer back for reuse now (it is detached: later reads see an empty array). */
+  release(buffer: ArrayBuffer): void;
+  /** Bytes of released memory kept for reuse. */
+  cachedBytes(): number;
   numThreads(): number;
   setNumThreads(threads: number): void;
-  /** The GEMM micro-kernel picked at run time: "avx2-fma" or "portable". */
+  /** The GEMM micro-kernel picked at run time: "avx512", "avx2-fma" or "portable". */
   gemmKernel(): string;
+  /** Forces a GEMM kernel ("avx512", "avx2-fma", "portable") or "auto" (the best); throws if the CPU lacks it. */
+  setGemmKernel(kernel: string): void;
 
   /**
    * C = alpha * op(A) · op(B) + beta * C with op(A) [M,K] and op(B) [K,N]; A is stored [M,K]

@@ -3,6 +3,7 @@
 import { native } from "../backend/native.js";
 import { LoratuneError } from "../errors.js";
 import type { CausalLM } from "../models/model.js";
+import { tidy } from "../tensor.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { Random } from "./random.js";
 import { makeSampler, type Sampler, type SamplerName } from "./samplers.js";
@@ -146,11 +147,13 @@ class GenerationRun {
   /** Chooses one more token; false once generation has ended. */
   step(): boolean {
     if (this.finish) return false;
-    const hidden = this.model.forward(Int32Array.from(this.pendingIds), { cache: this.cache });
     const { vocabSize, hiddenSize } = this.model.config;
-    const last = hidden.f32.subarray((this.pendingIds.length - 1) * hiddenSize);
-    native.gemm(false, true, 1, vocabSize, hiddenSize, 1, last, hiddenSize, this.model.lmHead.weights, hiddenSize, 0,
-      this.logits, vocabSize);
+    tidy(() => {
+      const hidden = this.model.forward(Int32Array.from(this.pendingIds), { cache: this.cache });
+      const last = hidden.f32.subarray((this.pendingIds.length - 1) * hiddenSize);
+      native.gemm(false, true, 1, vocabSize, hiddenSize, 1, last, hiddenSize, this.model.lmHead.weights, hiddenSize, 0,
+        this.logits, vocabSize);
+    });
     const id = this.sampler.next(this.logits, this.rng);
     this.lastId = id;
     this.ids.push(id);

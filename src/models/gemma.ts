@@ -42,7 +42,7 @@ function cachedAttention(q: Tensor, k: Tensor, v: Tensor, layer: number, cache: 
   const T = q.shape[0]!;
   cache.write(layer, k, v);
   const kv = cache.view(layer, T);
-  const out = Tensor.zeros(q.shape);
+  const out = Tensor.empty(q.shape);
   native.attentionForward(T, cache.length + T, s.heads, s.kvHeads, s.headDim, cache.length, s.scale,
     q.f32, kv.k, kv.v, out.f32, null);
   return out;

@@ -148,7 +148,10 @@ export class AdamW {
 
   /** Sets every gradient to none (the next backward pass starts from zero). */
   zeroGrad(): void {
-    for (const p of this.params.values()) p.grad = null;
+    for (const p of this.params.values()) {
+      if (p.grad) p.grad.release();
+      p.grad = null;
+    }
   }
 
   /**

@@ -11,6 +11,7 @@ import type { Example } from "../data/formats.js";
 import { LoratuneError } from "../errors.js";
 import { Random } from "../generation/random.js";
 import { trainableParameters } from "../lora/lora.js";
+import { tidy } from "../tensor.js";
 import type { CausalLM } from "../models/model.js";
 import {
   type SequenceOptions,
@@ -157,8 +158,11 @@ interface Sums {
 
 function evalSequence(model: CausalLM, s: TrainingSequence, sums: Sums): void {
   if (s.count === 0) return;
-  const r = lmHeadCrossEntropy(model.forward(s.ids), model.lmHead, s.targets);
-  sums.loss += r.loss.f32[0]! * r.count;
+  const r = tidy(() => {
+    const { loss, correct, count } = lmHeadCrossEntropy(model.forward(s.ids), model.lmHead, s.targets);
+    return { loss: loss.f32[0]!, correct, count };
+  });
+  sums.loss += r.loss * r.count;
   sums.correct += r.correct;
   sums.count += r.count;
 }
@@ -508,8 +512,14 @@ export async function fit(
         for (let i = 0; i < chosen.length; i++) {
           const s = chosen[i]!;
           if (s.count === 0) continue;
-          const { result: r, tape } = record(() => lmHeadCrossEntropy(model.forward(s.ids), model.lmHead, s.targets));
-          const value = r.loss.f32[0]!;
+          // Everything the sequence's forward and backward allocate is freed here, but the gradients.
+          const r = tidy(() => {
+            const { result, tape } = record(() => lmHeadCrossEntropy(model.forward(s.ids), model.lmHead, s.targets));
+            const value = result.loss.f32[0]!;
+            if (Number.isFinite(value)) tape.backward(result.loss, batch.weights[i]!);
+            return { value, correct: result.correct };
+          }, () => Array.from(params.values(), (p) => p.grad));
+          const value = r.value;
           if (!Number.isFinite(value)) {
             optimizer.zeroGrad();
             throw new LoratuneError(
@@ -518,7 +528,6 @@ export async function fit(
               { file: s.example.source.file, line: s.example.source.line, hint: keptHint(lastCheckpoint) },
             );
           }
-          tape.backward(r.loss, batch.weights[i]!);
           loss += value * batch.weights[i]!;
           correct += r.correct;
         }
