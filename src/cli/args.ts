@@ -1,11 +1,13 @@
 // Command-line flags: declared per command with their type and range, parsed strictly. An unknown
 // flag suggests the nearest known one; a number out of range names the flag and the range.
+import fs from "node:fs";
+import YAML from "yaml";
 import { LoratuneError } from "../errors.js";
 
 export interface FlagSpec {
   type: "string" | "number" | "integer" | "boolean" | "list";
   help: string;
-  default?: string | number | boolean | string[];
+  default?: string | number | boolean | readonly string[];
   /** Smallest allowed value (inclusive), or exclusive when `above` is set. */
   min?: number;
   above?: number;
@@ -16,7 +18,7 @@ export interface FlagSpec {
 }
 
 export type FlagSpecs = Record<string, FlagSpec>;
-export type FlagValues = Record<string, string | number | boolean | string[] | undefined>;
+export type FlagValues = Record<string, string | number | boolean | readonly string[] | undefined>;
 
 export function parseFlags(argv: string[], specs: FlagSpecs, command: string): FlagValues {
   const values: FlagValues = {};
@@ -107,4 +109,29 @@ export function formatHelp(usage: string, description: string, specs: FlagSpecs)
     return `${left.padEnd(30)} ${s.help}${extra ? ` (${extra})` : ""}`;
   });
   return `${usage}\n\n${description}\n\nOptions:\n${rows.join("\n")}\n`;
+}
+
+/**
+ * Replaces `--config FILE` (JSON or YAML: a mapping of flag names to values) by the flags it holds,
+ * placed first so that flags given on the command line override them.
+ */
+export function expandConfigFile(argv: string[]): string[] {
+  const at = argv.findIndex((a) => a === "--config" || a.startsWith("--config="));
+  if (at < 0) return argv;
+  const file = argv[at]!.includes("=") ? argv[at]!.slice("--config=".length) : argv[at + 1];
+  if (!file) throw new LoratuneError("--config needs a value (FILE)");
+  let parsed: unknown;
+  try {
+    const text = fs.readFileSync(file, "utf8");
+    parsed = file.endsWith(".json") ? JSON.parse(text) : YAML.parse(text);
+  } catch (e) {
+    throw new LoratuneError(`cannot read the config: ${(e as Error).message}`, { file });
+  }
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new LoratuneError("the config must be a mapping of flag names to values", { file });
+  }
+  const fromFile = Object.entries(parsed as Record<string, unknown>).flatMap(([k, v]) =>
+    typeof v === "boolean" ? [v ? `--${k}` : `--no-${k}`] : [`--${k}`, Array.isArray(v) ? v.join(",") : String(v)]);
+  const rest = argv.filter((_, i) => i !== at && !(i === at + 1 && !argv[at]!.includes("=")));
+  return [...fromFile, ...rest];
 }

@@ -1,14 +1,17 @@
 // The `loratune` command line: a thin layer over the library. Errors meant for users print as one
 // message and a hint, with exit code 1 and no stack trace (LORATUNE_DEBUG=1 shows stacks).
 import { LoratuneError } from "../errors.js";
-import { formatHelp, nearest, parseFlags } from "./args.js";
+import { expandConfigFile, formatHelp, nearest, parseFlags } from "./args.js";
 import type { Command } from "./command.js";
 import { dataCommand } from "./commands/data.js";
 import { demoCommand } from "./commands/demo.js";
+import { evalCommand } from "./commands/eval.js";
+import { finetuneCommand } from "./commands/finetune.js";
+import { mergeCommand } from "./commands/merge.js";
 import { generateCommand } from "./commands/generate.js";
 import { summaryCommand } from "./commands/summary.js";
 
-const commands: Command[] = [summaryCommand, generateCommand, dataCommand, demoCommand];
+const commands: Command[] = [summaryCommand, generateCommand, dataCommand, finetuneCommand, evalCommand, mergeCommand, demoCommand];
 
 function usage(): string {
   const rows = commands.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`).join("\n");
@@ -33,7 +36,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(formatHelp(command.usage, command.summary, command.flags));
       return 0;
     }
-    const flags = parseFlags(rest, command.flags, command.name);
+    const flags = parseFlags(command.flags.config ? expandConfigFile(rest) : rest, command.flags, command.name);
     return (await command.run(flags)) ?? 0;
   } catch (e) {
     reportError(e);
