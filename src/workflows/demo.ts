@@ -59,28 +59,40 @@ export function demoData(examples: number, evalExamples: number): { train: Examp
   return { train: noContext.slice(0, examples), eval: noContext.slice(examples, examples + evalExamples), all };
 }
 
-/** Text the base model learns from: Shakespeare in ~800-character passages and Dolly responses, minus held-out rows. */
+/**
+ * Text the base model learns from: Shakespeare's paragraphs and the Dolly responses (minus the
+ * held-out rows), packed into passages of about 900 characters (~250 tokens) so that every step
+ * carries a full sequence.
+ */
 function pretrainingCorpus(all: Example[], heldOut: Example[]): Example[] {
   const held = new Set(heldOut.map((e) => e.source.line));
-  const docs: Example[] = [];
   const file = path.join(packageRoot(), "assets", "data", "text", "tinyshakespeare.txt");
-  let passage = "";
+  const pieces: Array<{ text: string; source: Example["source"] }> = [];
   let line = 1;
-  let passageLine = 1;
   for (const paragraph of fs.readFileSync(file, "utf8").split("\n\n")) {
-    if (passage.length > 0 && passage.length + paragraph.length > 800) {
-      docs.push({ prompt: "", response: passage, text: passage, source: { file, line: passageLine } });
-      passage = "";
-      passageLine = line;
-    }
-    passage += (passage ? "\n\n" : "") + paragraph;
+    if (paragraph.trim()) pieces.push({ text: paragraph, source: { file, line } });
     line += paragraph.split("\n").length + 1;
   }
-  if (passage) docs.push({ prompt: "", response: passage, text: passage, source: { file, line: passageLine } });
-  for (const e of all) {
-    if (!held.has(e.source.line) && e.response.trim()) docs.push({ prompt: "", response: e.response, text: e.response, source: e.source });
+  for (const e of all) if (!held.has(e.source.line) && e.response.trim()) pieces.push({ text: e.response.trim(), source: e.source });
+  const passages: Example[] = [];
+  let current: Array<{ text: string; source: Example["source"] }> = [];
+  const flush = () => {
+    if (current.length === 0) return;
+    const text = current.map((p) => p.text).join("\n\n");
+    passages.push({ prompt: "", response: text, text, source: current[0]!.source });
+    current = [];
+  };
+  let length = 0;
+  for (const piece of pieces) {
+    if (length > 0 && length + piece.text.length > 900) {
+      flush();
+      length = 0;
+    }
+    current.push(piece);
+    length += piece.text.length + 2;
   }
-  return docs;
+  flush();
+  return passages;
 }
 
 /** The cached pre-trained base model's folder, made first if needed. */
