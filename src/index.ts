@@ -1,6 +1,6 @@
 // loratune's library API.
 export { LoratuneError } from "./errors.js";
-export { Tensor, type DType } from "./tensor.js";
+export { Tensor, tidy, type DType } from "./tensor.js";
 export { native } from "./backend/native.js";
 export { record, Tape } from "./autograd/tape.js";
 export * as ops from "./autograd/ops.js";
@@ -15,3 +15,12 @@ export { Tokenizer } from "./tokenizer/tokenizer.js";
 export { TextGenerator, type GenerateOptions, type Generation, type Prompt } from "./generation/generate.js";
 export { GreedySampler, TopKSampler, TopPSampler, RandomSampler, makeSampler, type Sampler } from "./generation/samplers.js";
 export { Random } from "./generation/random.js";
+export { enableLora, loraParameters, trainableParameters, type LoraOptions, type LoraSpec, type LoraLayout } from "./lora/lora.js";
+export { saveAdapter, loadAdapter, type LoadedAdapter } from "./lora/adapter.js";
+export { mergeLora, saveModel } from "./lora/merge.js";
+export * from "./data/index.js";
+export * from "./training/index.js";
+export { trainBpeTokenizer, saveTokenizer } from "./tokenizer/train.js";
+export { initModel } from "./models/init.js";
+export { runFinetune, WALKTHROUGH_PROMPTS, type FinetuneJob } from "./workflows/finetune.js";
+export { runDemo, type DemoOptions } from "./workflows/demo.js";
