@@ -22,6 +22,11 @@ export interface SequenceOptions {
   /** Model inputs per sequence at most; default 512 (the walkthrough's). */
   seqLen?: number;
   trainOn?: TrainOn;
+  /**
+   * End each sequence with EOS (default true, as Keras does for instruction data). Pre-training on
+   * passages cut from running text sets it false: those passages do not end a document.
+   */
+  addEos?: boolean;
 }
 
 export interface TrainingSequence {
@@ -88,14 +93,15 @@ export function tokenizeExample(example: Example, tokenizer: TrainingTokenizer, 
   }
   promptTokens += leadingBos;
   const tokens = leadingBos ? [bos!, ...body] : body;
-  if (eos !== undefined && tokens[tokens.length - 1] !== eos) tokens.push(eos);
+  const addEos = options.addEos ?? true;
+  if (addEos && eos !== undefined && tokens[tokens.length - 1] !== eos) tokens.push(eos);
   const fullLength = tokens.length;
   // Keras's StartEndPacker(sequence_length = seqLen + 1) trims and then appends the end token.
   const truncated = fullLength > seqLen + 1;
   if (truncated) {
     const last = tokens[fullLength - 1]!;
     tokens.length = seqLen + 1;
-    if (eos !== undefined && last === eos) tokens[seqLen] = eos;
+    if (addEos && eos !== undefined && last === eos) tokens[seqLen] = eos;
   }
   const T = tokens.length - 1;
   const ids = new Int32Array(Math.max(0, T));

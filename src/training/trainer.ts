@@ -74,6 +74,8 @@ export interface FitOptions {
   clipNorm?: number;
   /** "all" (Keras's default) or "response". */
   trainOn?: TrainOn;
+  /** End each sequence with EOS (default true); false for passages of running text. */
+  addEos?: boolean;
   /** Shuffle the training examples each epoch (deterministically from seed and epoch); default false. */
   shuffle?: boolean;
   /** Seeds the shuffles and the trainer's generator; default 0. */
@@ -370,8 +372,9 @@ export async function fit(
   let trainableCount = 0;
   for (const p of params.values()) trainableCount += p.size;
 
-  const train = tokenizeExamples(data.train, tokenizer, { seqLen, trainOn });
-  const evalSet = tokenizeExamples(data.eval ?? [], tokenizer, { seqLen, trainOn });
+  const addEos = options.addEos ?? true;
+  const train = tokenizeExamples(data.train, tokenizer, { seqLen, trainOn, addEos });
+  const evalSet = tokenizeExamples(data.eval ?? [], tokenizer, { seqLen, trainOn, addEos });
   const N = train.sequences.length;
   if (N === 0) throw new LoratuneError("there are no training examples", { field: "train" });
   if (train.targets === 0) {
@@ -397,7 +400,7 @@ export async function fit(
   });
 
   const fingerprint: Record<string, unknown> = {
-    epochs, batchSize, gradientAccumulation: accumulation, seqLen, trainOn, learningRate,
+    epochs, batchSize, gradientAccumulation: accumulation, seqLen, trainOn, addEos, learningRate,
     schedule: typeof scheduleOption === "function" ? "custom" : scheduleOption, warmupSteps: options.warmupSteps ?? 0,
     minLearningRate: options.minLearningRate ?? 0, weightDecay: optimizer.weightDecay, beta1: optimizer.beta1,
     beta2: optimizer.beta2, epsilon: optimizer.epsilon, excludeFromWeightDecay: optimizer.excludeFromWeightDecay,

@@ -28,8 +28,8 @@ export const DEMO_BASE_CONFIG: ModelConfig = {
 };
 
 /** How the base model is pre-trained; part of the cache key. */
-export const DEMO_PRETRAINING = { epochs: 2, seqLen: 256, learningRate: 2e-3, warmupSteps: 200, seed: 0, vocabSize: 4096 };
-const CACHE_VERSION = "demo-base-v1";
+export const DEMO_PRETRAINING = { epochs: 3, seqLen: 256, learningRate: 2e-3, warmupSteps: 200, seed: 0, vocabSize: 4096 };
+const CACHE_VERSION = "demo-base-v2";
 
 export interface DemoOptions {
   out: string;
@@ -125,7 +125,7 @@ export async function demoBaseModel(options: { cacheDir: string; heldOut: Exampl
   const result = await fit(model, tokenizer, { train: corpus, eval: [] }, {
     epochs: DEMO_PRETRAINING.epochs, seqLen: DEMO_PRETRAINING.seqLen, learningRate: DEMO_PRETRAINING.learningRate,
     schedule: "cosine", warmupSteps: DEMO_PRETRAINING.warmupSteps, minLearningRate: DEMO_PRETRAINING.learningRate / 10,
-    shuffle: true, seed: DEMO_PRETRAINING.seed, evalEvery: false,
+    shuffle: true, seed: DEMO_PRETRAINING.seed, evalEvery: false, addEos: false,
     checkpointDir: path.join(work, "checkpoints"), checkpointEvery: 500, resume: true,
     logFile: path.join(work, "pretrain_log.jsonl"), progress: true, signal: options.signal,
   });
