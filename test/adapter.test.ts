@@ -13,7 +13,7 @@ import { Random } from "../src/generation/random.js";
 import { SafetensorsFile, writeSafetensors } from "../src/io/safetensors.js";
 import { loadModelDir } from "../src/models/load.js";
 import type { CausalLM } from "../src/models/model.js";
-import { loadAdapter, saveAdapter, type LoadedAdapter } from "../src/lora/adapter.js";
+import { loadAdapter, readLoratuneRecord, saveAdapter, type LoadedAdapter } from "../src/lora/adapter.js";
 import { enableLora, loraParameters, moduleOf, type LoraOptions, type LoraSpec } from "../src/lora/lora.js";
 import { Tensor } from "../src/tensor.js";
 
@@ -50,6 +50,16 @@ function withRandomLora(options: LoraOptions, seed: number): { model: CausalLM; 
   const rng = new Random(seed);
   for (const t of loraParameters(model).values()) for (let i = 0; i < t.size; i++) t.f32[i] = 0.15 * rng.normal();
   return { model, spec };
+}
+
+/** The "loratune" record saved in an adapter's safetensors header. */
+function loratuneRecordOf(dir: string): Record<string, any> {
+  const f = SafetensorsFile.open(path.join(dir, "adapter_model.safetensors"));
+  try {
+    return readLoratuneRecord(f.metadata.loratune)!;
+  } finally {
+    f.close();
+  }
 }
 
 function readJson(file: string): Record<string, any> {
@@ -98,8 +108,10 @@ describe("saveAdapter / loadAdapter, PEFT layout", () => {
       revision: null,
     };
     for (const [k, v] of Object.entries(expected)) assert.deepEqual(config[k], v, k);
-    assert.equal(config.loratune.layout, "peft");
-    assert.deepEqual(config.loratune.base, {
+    assert.equal(config.loratune, undefined); // PEFT sees only its own keys
+    const record = loratuneRecordOf(peftDir);
+    assert.equal(record.layout, "peft");
+    assert.deepEqual(record.base, {
       model_type: "gemma", hidden_size: 64, num_hidden_layers: 2, vocab_size: 512, num_attention_heads: 4, num_key_value_heads: 1, head_dim: 16,
     });
     const f = SafetensorsFile.open(path.join(peftDir, "adapter_model.safetensors"));
@@ -171,8 +183,8 @@ describe("saveAdapter / loadAdapter, Keras per-head layout", () => {
     assert.equal(config.lora_alpha, 4);
     assert.deepEqual(config.rank_pattern, { q_proj: 8 });
     assert.deepEqual(config.alpha_pattern, { q_proj: 16 });
-    assert.deepEqual(config.loratune.groups, { q_proj: 4, v_proj: 1 });
-    assert.equal(config.loratune.layout, "keras");
+    assert.deepEqual(loratuneRecordOf(dir).groups, { q_proj: 4, v_proj: 1 });
+    assert.equal(loratuneRecordOf(dir).layout, "keras");
     const q = keras.model.linears().find((l) => l.name === "model.layers.0.self_attn.q_proj.weight")!;
     const f = SafetensorsFile.open(path.join(dir, "adapter_model.safetensors"));
     try {
@@ -258,7 +270,10 @@ describe("loadAdapter: PEFT options", () => {
 
   it("warns, and still loads, when the adapter's base model differs in size", () => {
     const model = fresh();
-    const recorded = variant("other-base", (c) => Object.assign(c.loratune.base, { hidden_size: 2048, num_hidden_layers: 18, vocab_size: 256000 }));
+    const record = loratuneRecordOf(peftDir);
+    Object.assign(record.base, { hidden_size: 2048, num_hidden_layers: 18, vocab_size: 256000 });
+    const recorded = variant("other-base", () => {});
+    writeSafetensors(path.join(recorded, "adapter_model.safetensors"), savedTensors(), { format: "pt", loratune: JSON.stringify(record) });
     const warnings: string[] = [];
     loadAdapter(model, recorded, { onWarning: (m) => warnings.push(m) });
     assert.equal(warnings.length, 1);
@@ -269,9 +284,8 @@ describe("loadAdapter: PEFT options", () => {
     fs.mkdirSync(baseDir);
     fs.writeFileSync(path.join(baseDir, "config.json"), JSON.stringify({ ...readJson(path.join(STD02, "config.json")), num_hidden_layers: 18 }));
     const byPath = variant("base-by-path", (c) => {
-      delete c.loratune;
       c.base_model_name_or_path = baseDir;
-    });
+    }, savedTensors()); // without the loratune record
     assert.equal(load(fresh(), byPath).warnings.length, 1);
     assert.match(load(fresh(), byPath).warnings[0]!, /num_hidden_layers 18/);
     // A hub name cannot be checked without a download: no warning.

@@ -117,6 +117,7 @@ function check(c: Case, seed: number, kernels: string[]): void {
 const shapes: Array<[number, number, number]> = [
   [1, 1, 1], [7, 13, 5], [37, 65, 129], [1, 300, 257], [1, 33, 1000], [3, 129, 70], [4, 64, 64], [2, 17, 9],
   [5, 4, 300], [64, 3, 100], [130, 1, 33], [6, 16, 8], [13, 47, 300], [100, 70, 513], [65, 600, 31],
+  [8, 50, 70], [300, 7, 40], [9, 9, 9],
 ];
 const trans: Array<[boolean, boolean]> = [[false, false], [false, true], [true, false], [true, true]];
 
@@ -153,6 +154,7 @@ test(`gemm on larger, threaded products (${kernels.join(", ")})`, () => {
     check({ tA, tB, M: 3, N: 700, K: 400, bf16: true }, seed++, kernels);
     check({ tA, tB, M: 600, N: 2, K: 500, bf16: true, pad: 1 }, seed++, kernels); // LoRA rank
     check({ tA, tB, M: 2100, N: 24, K: 260, beta: 0.5 }, seed++, kernels); // several row blocks
+    check({ tA, tB, M: 9, N: 40, K: 4500, beta: 0.5, bf16: true }, seed++, kernels); // several K blocks
   }
 });
 

@@ -21,7 +21,10 @@ export const ADAPTER_CONFIG_FILE = "adapter_config.json";
 export const ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors";
 /** PEFT prefixes module names with the wrapper's path (the adapter name itself is not saved). */
 const PEFT_PREFIX = "base_model.model.";
-/** Version of the "loratune" record in adapter_config.json. */
+/**
+ * Version of the "loratune" record (layout, groups, base model sizes). It lives in the safetensors
+ * header's __metadata__, not in adapter_config.json, where some PEFT versions refuse unknown keys.
+ */
 const LORATUNE_FORMAT = 1;
 
 export interface SaveAdapterOptions {
@@ -274,18 +277,18 @@ export function saveAdapter(model: CausalLM, dir: string, options: SaveAdapterOp
     task_type: "CAUSAL_LM",
     use_dora: false,
     use_rslora: false,
-    loratune: {
-      format: LORATUNE_FORMAT,
-      layout: spec.layout,
-      rank,
-      alpha,
-      /** Keras layout: heads per projection; their B was expanded block-diagonally on export. */
-      groups: Object.fromEntries(LORA_TARGETS.filter((t) => groupsOf.has(t)).map((t) => [t, groupsOf.get(t)!])),
-      base: baseRecord(model.config),
-    },
+  };
+  const loratuneRecord = {
+    format: LORATUNE_FORMAT,
+    layout: spec.layout,
+    rank,
+    alpha,
+    /** Keras layout: heads per projection; their B was expanded block-diagonally on export. */
+    groups: Object.fromEntries(LORA_TARGETS.filter((t) => groupsOf.has(t)).map((t) => [t, groupsOf.get(t)!])),
+    base: baseRecord(model.config),
   };
   writeFolderAtomically(dir, ADAPTER_CONFIG_FILE, "a LoRA adapter folder", (temp) => {
-    writeSafetensors(path.join(temp, ADAPTER_WEIGHTS_FILE), tensors, { format: "pt" });
+    writeSafetensors(path.join(temp, ADAPTER_WEIGHTS_FILE), tensors, { format: "pt", loratune: JSON.stringify(loratuneRecord) });
     writeFileDurably(path.join(temp, ADAPTER_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
   });
 }
@@ -418,7 +421,7 @@ function parseAdapterConfig(raw: Record<string, unknown>, file: string, warn: (m
 }
 
 /** Compares the base model recorded by the adapter (loratune record or a local base folder) with the model. */
-function checkBaseModel(raw: Record<string, unknown>, model: CausalLM, dir: string, warn: (m: string) => void): void {
+function checkBaseModel(raw: Record<string, unknown>, record: unknown, model: CausalLM, dir: string, warn: (m: string) => void): void {
   const c = model.config;
   const have: Record<string, number> = { hidden_size: c.hiddenSize, num_hidden_layers: c.numLayers, vocab_size: c.vocabSize };
   const compare = (recorded: Record<string, unknown>, source: string) => {
@@ -430,18 +433,29 @@ function checkBaseModel(raw: Record<string, unknown>, model: CausalLM, dir: stri
     }
     return false;
   };
-  const record = (raw.loratune as { base?: unknown } | undefined)?.base;
-  if (typeof record === "object" && record !== null && compare(record as Record<string, unknown>, "recorded in adapter_config.json")) return;
-  const base = raw.base_model_name_or_path;
+  const base = (record as { base?: unknown } | undefined)?.base;
+  if (typeof base === "object" && base !== null && compare(base as Record<string, unknown>, `recorded in ${ADAPTER_WEIGHTS_FILE}`)) return;
+  const baseName = raw.base_model_name_or_path;
   // A local base folder (PEFT records the path given to from_pretrained); hub names are not fetched.
-  if (typeof base === "string" && base !== "") {
-    const file = path.join(base, "config.json");
+  if (typeof baseName === "string" && baseName !== "") {
+    const file = path.join(baseName, "config.json");
     if (!fs.existsSync(file)) return;
     try {
       compare(JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>, file);
     } catch {
       // an unreadable base config is not the adapter's problem
     }
+  }
+}
+
+/** The "loratune" record of a safetensors header, if present and readable. */
+export function readLoratuneRecord(text: string | undefined): Record<string, unknown> | undefined {
+  if (text === undefined) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return typeof parsed === "object" && parsed !== null ? (parsed as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -486,8 +500,6 @@ export function loadAdapter(model: CausalLM, dir: string, options: LoadAdapterOp
   const configFile = path.join(dir, ADAPTER_CONFIG_FILE);
   const raw = readAdapterConfig(configFile);
   const cfg = parseAdapterConfig(raw, configFile, warn);
-  checkBaseModel(raw, model, dir, warn);
-
   const linears = new Map(model.linears().map((l) => [moduleOf(l), l]));
   const moduleNames = [...linears.keys()];
   const targeted = targetMatcher(raw.target_modules, configFile, moduleNames);
@@ -495,6 +507,7 @@ export function loadAdapter(model: CausalLM, dir: string, options: LoadAdapterOp
 
   const file = SafetensorsFile.open(weightsFile);
   try {
+    checkBaseModel(raw, readLoratuneRecord(file.metadata.loratune), model, dir, warn);
     const found = new Map<string, { A?: string; B?: string }>();
     for (const name of file.names()) {
       const fail = (message: string, hint?: string) => new LoratuneError(`tensor ${name}: ${message}`, { file: weightsFile, hint });
