@@ -4,11 +4,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { native } from "../backend/native.js";
 import { LoratuneError } from "../errors.js";
+import { copyFileDurably, writeFileDurably, writeFolderAtomically } from "../io/atomic.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import { configToJson } from "../models/config.js";
 import type { CausalLM } from "../models/model.js";
 import type { Tensor } from "../tensor.js";
-import { copyFileDurably, writeFileDurably, writeFolderAtomically } from "./adapter.js";
 import { moduleOf } from "./lora.js";
 
 /** Rows of a bf16 weight converted to f32 at once while merging (bounds the temporary buffer). */

@@ -4,6 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { LoratuneError } from "../errors.js";
+import { writeFileAtomic } from "../io/atomic.js";
 
 export interface TrainBpeOptions {
   /** Total number of token ids: special tokens + 256 bytes + learned merges. */
@@ -267,17 +268,6 @@ function tokenizerConfigOf(): object {
     clean_up_tokenization_spaces: false,
     added_tokens_decoder: Object.fromEntries(SPECIAL_TOKENS.map((content, id) => [String(id), { content, ...SPECIAL_TOKEN_FLAGS }])),
   };
-}
-
-function writeFileAtomic(file: string, contents: string): void {
-  const temp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    fs.writeFileSync(temp, contents);
-    fs.renameSync(temp, file);
-  } catch (e) {
-    fs.rmSync(temp, { force: true });
-    throw new LoratuneError(`cannot write: ${(e as Error).message}`, { file });
-  }
 }
 
 /** Writes tokenizer.json and tokenizer_config.json into `dir` (created if missing), each atomically. */

@@ -4,6 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { LoratuneError } from "../errors.js";
+import { writeFileAtomic } from "../io/atomic.js";
 
 export interface EvalMetrics {
   loss: number;
@@ -324,17 +325,6 @@ ${data.extra !== undefined ? `<h2>More</h2>${keyValueTable(data.extra)}` : ""}
 </body>
 </html>
 `;
-}
-
-function writeFileAtomic(file: string, contents: string): void {
-  const temp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    fs.writeFileSync(temp, contents);
-    fs.renameSync(temp, file);
-  } catch (e) {
-    fs.rmSync(temp, { force: true });
-    throw new LoratuneError(`cannot write the report: ${(e as Error).message}`, { file });
-  }
 }
 
 /** Writes report.json and report.html into `dir` (created if missing), each atomically; returns their paths. */
