@@ -29,7 +29,7 @@ export const DEMO_BASE_CONFIG: ModelConfig = {
 
 /** How the base model is pre-trained; part of the cache key. */
 export const DEMO_PRETRAINING = { epochs: 3, seqLen: 256, learningRate: 2e-3, warmupSteps: 200, seed: 0, vocabSize: 4096 };
-const CACHE_VERSION = "demo-base-v2";
+const CACHE_VERSION = "demo-base-v3";
 
 export interface DemoOptions {
   out: string;
@@ -62,9 +62,10 @@ export function demoData(examples: number, evalExamples: number): { train: Examp
 /**
  * Text the base model learns from: Shakespeare's paragraphs and the Dolly responses (minus the
  * held-out rows), packed into passages of about 900 characters (~250 tokens) so that every step
- * carries a full sequence.
+ * carries a full sequence. `eosText` is the end-of-sequence token as text (the tokenizer maps it
+ * to its id).
  */
-function pretrainingCorpus(all: Example[], heldOut: Example[]): Example[] {
+function pretrainingCorpus(all: Example[], heldOut: Example[], eosText: string): Example[] {
   const held = new Set(heldOut.map((e) => e.source.line));
   const file = path.join(packageRoot(), "assets", "data", "text", "tinyshakespeare.txt");
   const pieces: Array<{ text: string; source: Example["source"] }> = [];
@@ -73,7 +74,11 @@ function pretrainingCorpus(all: Example[], heldOut: Example[]): Example[] {
     if (paragraph.trim()) pieces.push({ text: paragraph, source: { file, line } });
     line += paragraph.split("\n").length + 1;
   }
-  for (const e of all) if (!held.has(e.source.line) && e.response.trim()) pieces.push({ text: e.response.trim(), source: e.source });
+  // A response is a whole document: it ends with the end-of-sequence token, as documents do in
+  // pre-training corpora; Shakespeare's passages run on.
+  for (const e of all) {
+    if (!held.has(e.source.line) && e.response.trim()) pieces.push({ text: `${e.response.trim()}${eosText}`, source: e.source });
+  }
   const passages: Example[] = [];
   let current: Array<{ text: string; source: Example["source"] }> = [];
   const flush = () => {
@@ -106,14 +111,14 @@ export async function demoBaseModel(options: { cacheDir: string; heldOut: Exampl
   options.print(`Making the demo's base model (once; cached in ${dir}):\n`);
   const work = path.join(options.cacheDir, `${CACHE_VERSION}.work`);
   fs.mkdirSync(work, { recursive: true });
-  const corpus = pretrainingCorpus(options.all, options.heldOut);
-
   const t0 = performance.now();
   const tokenizerDir = path.join(work, "tokenizer");
   if (!fs.existsSync(path.join(tokenizerDir, "tokenizer.json"))) {
-    saveTokenizer(tokenizerDir, trainBpeTokenizer(corpus.map((d) => d.text), { vocabSize: DEMO_PRETRAINING.vocabSize }));
+    const texts = pretrainingCorpus(options.all, options.heldOut, "").map((d) => d.text);
+    saveTokenizer(tokenizerDir, trainBpeTokenizer(texts, { vocabSize: DEMO_PRETRAINING.vocabSize }));
   }
   const tokenizer = Tokenizer.fromDir(tokenizerDir);
+  const corpus = pretrainingCorpus(options.all, options.heldOut, tokenizer.idToToken(DEMO_BASE_CONFIG.eosTokenIds[0]!)!);
   const tokenizerSeconds = (performance.now() - t0) / 1000;
   options.print(`  tokenizer: byte-level BPE, ${tokenizer.vocabSize} tokens, trained in ${tokenizerSeconds.toFixed(1)} s\n`);
 
