@@ -4,9 +4,15 @@ import { native } from "../backend/native.js";
 import { LoratuneError } from "../errors.js";
 import type { CausalLM } from "../models/model.js";
 import { tidy } from "../tensor.js";
-import type { Tokenizer } from "../tokenizer/tokenizer.js";
 import { Random } from "./random.js";
 import { makeSampler, type Sampler, type SamplerName } from "./samplers.js";
+
+/** What generation needs from a tokenizer (the library's Tokenizer has it). */
+export interface GenerationTokenizer {
+  encode(text: string, options?: { addBos?: boolean }): number[];
+  decode(ids: number[]): string;
+  tokenToId?(token: string): number | undefined;
+}
 
 export interface GenerateOptions {
   /** Total length, prompt included (Keras's max_length). Default 256 when maxNewTokens is not given. */
@@ -45,7 +51,7 @@ export interface StreamChunk {
 }
 
 export class TextGenerator {
-  constructor(readonly model: CausalLM, readonly tokenizer: Tokenizer | null = null) {}
+  constructor(readonly model: CausalLM, readonly tokenizer: GenerationTokenizer | null = null) {}
 
   /** Generates for one prompt, or for each of a batch of prompts. */
   generate(prompt: Prompt, options?: GenerateOptions): Generation;
@@ -96,7 +102,7 @@ export class TextGenerator {
 
   private defaultStopIds(): number[] {
     const ids = [...this.model.config.eosTokenIds];
-    const endOfTurn = this.tokenizer?.tokenToId("<end_of_turn>");
+    const endOfTurn = this.tokenizer?.tokenToId?.("<end_of_turn>");
     if (endOfTurn !== undefined && endOfTurn !== null) ids.push(endOfTurn);
     return ids;
   }
@@ -130,7 +136,7 @@ class GenerationRun {
 
   constructor(
     private readonly model: CausalLM,
-    private readonly tokenizer: Tokenizer | null,
+    private readonly tokenizer: GenerationTokenizer | null,
     private readonly promptIds: number[],
     private readonly maxLength: number,
     private readonly sampler: Sampler,
