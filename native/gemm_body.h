@@ -197,9 +197,10 @@ __attribute__((noinline)) static void kernel(long kc, const float* __restrict Ap
 }
 
 // ---- packed GEMM ---------------------------------------------------------------------------
-// Blocks (BLIS order, outermost first): KC rows of K; MB rows of op(A), packed once per KC block;
-// NC columns of op(B), packed once per (KC, MB) block; then tiles of MC x NT of C, each sweeping
-// NR-wide B panels (kept in L1) against MR-high A panels (kept in L2).
+// Blocks (BLIS order, outermost first): up to KC rows of K; MB rows of op(A), packed once per K
+// block; NC columns of op(B), packed once per (K, MB) block; then tiles of MC x NT of C, each
+// sweeping NR-wide B panels against the tile's MR-high A panels (the A tile stays in L2). A long
+// KC measured best here: C is read and written once per K block, and threads meet once per step.
 //
 // One parallel pass per (KC, MB, NC) step computes that step's tiles and packs the next step's
 // blocks into the other half of double buffers, so threads meet once per step, not twice.
@@ -210,13 +211,18 @@ struct Step {
 
 static void gemm_packed(const Problem& P, bool par) {
   const long M = P.M, N = P.N, K = P.K;
+  // K splits into equal blocks of at most KC: one pass over C when K <= KC, no thin last block.
+  const long nk = (K + KC - 1) / KC;
   std::vector<Step> steps;
-  for (long k0 = 0; k0 < K; k0 += KC)
+  for (long b = 0; b < nk; ++b) {
+    const long k0 = K * b / nk, kc = K * (b + 1) / nk - k0;
     for (long i0 = 0; i0 < M; i0 += MB)
       for (long j0 = 0; j0 < N; j0 += NC)
-        steps.push_back({k0, std::min(KC, K - k0), i0, std::min(MB, M - i0), j0, std::min(NC, N - j0), j0 == 0});
-  const size_t a_size = size_t((std::min(M, MB) + MR - 1) / MR) * MR * KC;
-  const size_t b_size = size_t((std::min(N, NC) + NR - 1) / NR) * NR * KC;
+        steps.push_back({k0, kc, i0, std::min(MB, M - i0), j0, std::min(NC, N - j0), j0 == 0});
+  }
+  const long kc_max = (K + nk - 1) / nk;
+  const size_t a_size = size_t((std::min(M, MB) + MR - 1) / MR) * MR * kc_max;
+  const size_t b_size = size_t((std::min(N, NC) + NR - 1) / NR) * NR * kc_max;
   float* Ap[2] = {workspace(0, a_size), steps.size() > 1 ? workspace(4, a_size) : nullptr};
   float* Bp[2] = {workspace(1, b_size), steps.size() > 1 ? workspace(5, b_size) : nullptr};
   // Which half of the A buffer each step reads: it flips with every new A block.
@@ -248,8 +254,9 @@ static void gemm_packed(const Problem& P, bool par) {
   };
   auto compute = [&](size_t s, long t) {
     const Step& st = steps[s];
-    const long tn = (st.nc + NT - 1) / NT;
-    const long ib = t / tn * MC, jb = t % tn * NT;
+    // Tiles go down a column of C first: consecutive tiles share the B tile, which stays in L2.
+    const long tm = (st.mb + MC - 1) / MC;
+    const long ib = t % tm * MC, jb = t / tm * NT;
     const long ie = std::min(st.mb, ib + MC), je = std::min(st.nc, jb + NT);
     const float beta = st.k0 == 0 ? P.beta : 1.0f;  // later KC blocks accumulate onto the first
     const float* A = Ap[a_half[s]];
@@ -276,7 +283,7 @@ static void gemm_packed(const Problem& P, bool par) {
 }
 
 // ---- small M: stream the big operand once ----------------------------------------------------
-// With at most 4 rows in the small operand, packing costs as much as the product; instead each
+// With at most 8 rows in the small operand, packing costs as much as the product; instead each
 // element of the big operand W is read once from memory and used against all rows held in cache.
 // S.a: the small operand, m rows of K floats. W: op(W) is [K, n]. Output element (i, j) at
 // C[i*rs + j*cs].
@@ -393,8 +400,8 @@ static void small_dispatch(const Small& S, const T* W, bool par) {
   const long n = S.N, per = S.w_rows_along_k ? 16 : 512;
   const long grain = std::max<long>(per, ((n + 7) / 8 + per - 1) / per * per);
   run(size_t(n), size_t(grain), par, [&](size_t b, size_t e) {
-    // Four rows of W streamed together (two when there are more small rows, to stay in registers).
-    if (S.w_rows_along_k) small_rows<m, (m <= 2 ? 4 : 2), 1>(S, ae, W, long(b), long(e));
+    // Up to four rows of W streamed together, m x JB accumulators staying within the registers.
+    if (S.w_rows_along_k) small_rows<m, (m <= 2 ? 4 : m <= 4 ? 2 : 1), 1>(S, ae, W, long(b), long(e));
     else small_cols<m>(S, W, long(b), long(e));
   });
 }
@@ -409,6 +416,10 @@ static void gemm_small(const Small& S, bool par) {
     LT_CASE(2)
     LT_CASE(3)
     LT_CASE(4)
+    LT_CASE(5)
+    LT_CASE(6)
+    LT_CASE(7)
+    LT_CASE(8)
 #undef LT_CASE
   }
 }
