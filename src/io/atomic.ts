@@ -38,16 +38,17 @@ export function copyFileDurably(from: string, to: string): void {
   }
 }
 
-function fsyncDir(dir: string): void {
+/** Flushes a folder's entries (renames) to disk; file systems that refuse fsync on folders are let be. */
+export function fsyncDir(dir: string): void {
+  let fd: number | null = null;
   try {
-    const fd = fs.openSync(dir, "r");
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    // not every platform can fsync a folder; the renames are still atomic
+    fd = fs.openSync(dir, "r");
+    fs.fsyncSync(fd);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "EINVAL" && code !== "EISDIR" && code !== "EPERM" && code !== "ENOTSUP") throw e;
+  } finally {
+    if (fd !== null) fs.closeSync(fd);
   }
 }
 

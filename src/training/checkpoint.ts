@@ -10,6 +10,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { LoratuneError } from "../errors.js";
+import { fsyncDir, writeFileDurably } from "../io/atomic.js";
 import { SafetensorsFile, writeSafetensors } from "../io/safetensors.js";
 import type { Tensor } from "../tensor.js";
 import type { AdamWState, AdamWVariant } from "./optimizer.js";
@@ -90,30 +91,6 @@ function causeOf(e: unknown): string {
   return err.code && !message.startsWith(err.code) ? `${err.code}: ${message}` : message;
 }
 
-function fsyncPath(p: string): void {
-  let fd: number | null = null;
-  try {
-    fd = fs.openSync(p, "r");
-    fs.fsyncSync(fd);
-  } catch (e) {
-    // Some file systems refuse fsync on folders; the data files themselves were synced.
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== "EINVAL" && code !== "EISDIR" && code !== "EPERM" && code !== "ENOTSUP") throw e;
-  } finally {
-    if (fd !== null) fs.closeSync(fd);
-  }
-}
-
-function writeFileSynced(file: string, text: string): void {
-  const fd = fs.openSync(file, "w");
-  try {
-    fs.writeFileSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 function removeQuietly(p: string): void {
   try {
     fs.rmSync(p, { recursive: true, force: true });
@@ -186,9 +163,9 @@ export function saveCheckpoint(root: string, contents: CheckpointContents, keep 
     writeSafetensors(path.join(temp, OPTIMIZER_FILE), [...contents.optimizer.tensors],
       { step: String(contents.optimizer.step), variant: contents.optimizer.variant });
     failedAt = path.join(temp, STATE_FILE);
-    writeFileSynced(failedAt, JSON.stringify(contents.state) + "\n");
+    writeFileDurably(failedAt, JSON.stringify(contents.state) + "\n");
     failedAt = temp;
-    fsyncPath(temp);
+    fsyncDir(temp);
     // A folder of the same step can exist from a run that was resumed from an earlier checkpoint.
     failedAt = final;
     if (fs.existsSync(final)) {
@@ -196,12 +173,12 @@ export function saveCheckpoint(root: string, contents: CheckpointContents, keep 
       fs.renameSync(final, displaced);
     }
     fs.renameSync(temp, final);
-    fsyncPath(root);
+    fsyncDir(root);
     failedAt = path.join(root, LATEST_FILE);
     const pointerTemp = path.join(root, `${LATEST_FILE}.tmp-${process.pid}`);
-    writeFileSynced(pointerTemp, name + "\n");
+    writeFileDurably(pointerTemp, name + "\n");
     fs.renameSync(pointerTemp, path.join(root, LATEST_FILE));
-    fsyncPath(root);
+    fsyncDir(root);
     if (displaced) removeQuietly(displaced);
   } catch (e) {
     removeQuietly(temp);
