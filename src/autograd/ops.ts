@@ -48,7 +48,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 /** a + scale * b (same shapes). */
 export function addScaled(a: Tensor, b: Tensor, scale = 1): Tensor {
   if (a.size !== b.size) throw new Error(`add: sizes differ (${a.size} vs ${b.size})`);
-  const out = a.clone();
+  const out = scale === 1 ? Tensor.empty(a.shape) : a.clone();
   if (scale === 1) native.add(a.size, a.f32, b.f32, out.f32);
   else native.axpy(a.size, scale, b.f32, out.f32);
   tapeFor(out, a, b)?.record(() => {
