@@ -12,7 +12,7 @@ const tiny = path.join(root, "test", "fixtures", "gemma-tiny");
 
 function loratune(...args: string[]): { code: number; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [path.join(root, "bin", "loratune.js"), ...args], {
-    encoding: "utf8", env: { ...process.env, HF_TOKEN: "", HF_HUB_OFFLINE: "" }, timeout: 60_000,
+    encoding: "utf8", env: { ...process.env, HF_TOKEN: "", HF_HUB_OFFLINE: "1" }, timeout: 60_000,
   });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }

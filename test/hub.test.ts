@@ -6,7 +6,7 @@ import { Readable } from "node:stream";
 import zlib from "node:zlib";
 import { after, before, describe, test } from "node:test";
 import { LoratuneError } from "../src/errors.js";
-import { extractTar, fetchModel } from "../src/io/hub.js";
+import { extractTar, fetchDatasetFile, fetchModel } from "../src/io/hub.js";
 import { writeSafetensors } from "../src/io/safetensors.js";
 import { Tensor } from "../src/tensor.js";
 
@@ -311,5 +311,28 @@ describe("extractTar", () => {
     const entry = tarEntry("ok.txt", "fine");
     entry[0] = 0x41; // changes the name without fixing the checksum
     await assert.rejects(extractTar(tarArchive(entry), freshDir("untar")), /checksum/);
+  });
+});
+
+describe("fetchDatasetFile", () => {
+  test("finds a dataset file in the hub cache without the network, and gives null offline", async () => {
+    const cache = fs.mkdtempSync(path.join(os.tmpdir(), "loratune-ds-"));
+    try {
+      const snapshot = path.join(cache, "datasets--databricks--databricks-dolly-15k", "snapshots", "0123abcd");
+      fs.mkdirSync(snapshot, { recursive: true });
+      fs.writeFileSync(path.join(snapshot, "databricks-dolly-15k.jsonl"), "{}\n");
+      assert.equal(await fetchDatasetFile("databricks/databricks-dolly-15k", "databricks-dolly-15k.jsonl", { cacheDir: cache }),
+        path.join(snapshot, "databricks-dolly-15k.jsonl"));
+      const saved = process.env.HF_HUB_OFFLINE;
+      process.env.HF_HUB_OFFLINE = "1";
+      try {
+        assert.equal(await fetchDatasetFile("databricks/databricks-dolly-15k", "other.jsonl", { cacheDir: cache }), null);
+      } finally {
+        if (saved === undefined) delete process.env.HF_HUB_OFFLINE;
+        else process.env.HF_HUB_OFFLINE = saved;
+      }
+    } finally {
+      fs.rmSync(cache, { recursive: true, force: true });
+    }
   });
 });

@@ -1,5 +1,6 @@
 // Flags that choose and shape a dataset, shared by `data`, `finetune` and `eval`.
 import type { DatasetSpec } from "../data/index.js";
+import { fetchDatasetFile } from "../io/hub.js";
 import type { FlagSpecs, FlagValues } from "./args.js";
 import type { Tokenizer } from "../tokenizer/tokenizer.js";
 
@@ -32,4 +33,16 @@ export function datasetSpecFrom(flags: FlagValues, source: string, tokenizer: To
       ? (messages, options) => tokenizer.applyChatTemplate(messages, options)
       : undefined,
   };
+}
+
+/**
+ * `--data dolly` means the whole databricks-dolly-15k from the Hugging Face hub when it can be had
+ * (cached or downloaded); offline it falls back to the first 2,500 records that ship with loratune.
+ */
+export async function resolveDataSource(source: string): Promise<string> {
+  if (source !== "dolly") return source;
+  const file = await fetchDatasetFile("databricks/databricks-dolly-15k", "databricks-dolly-15k.jsonl");
+  if (file) return file;
+  process.stderr.write("loratune: databricks-dolly-15k is not reachable on the Hugging Face hub; using the shipped first 2,500 records\n");
+  return source;
 }

@@ -453,3 +453,29 @@ export async function fetchModel(model: string, opts: FetchModelOptions = {}): P
     throw cannotDownload(source.label, kaggleHint(source.kaggleHandle!), e);
   }
 }
+
+/**
+ * One file of a Hugging Face dataset repository, from the hub cache or downloaded into it (e.g.
+ * databricks/databricks-dolly-15k's databricks-dolly-15k.jsonl). Returns null when it cannot be had
+ * (no network, HF_HUB_OFFLINE set), so that the caller can fall back to a copy it ships.
+ */
+export async function fetchDatasetFile(repo: string, file: string, opts: { cacheDir?: string; timeoutMs?: number } = {}): Promise<string | null> {
+  const cacheDir = opts.cacheDir ?? getHFHubCachePath();
+  const snapshots = path.join(cacheDir, `datasets--${repo.split("/").join("--")}`, "snapshots");
+  if (fs.existsSync(snapshots)) {
+    for (const commit of fs.readdirSync(snapshots)) {
+      const cached = path.join(snapshots, commit, file);
+      if (fs.existsSync(cached)) return cached;
+    }
+  }
+  if (process.env.HF_HUB_OFFLINE && process.env.HF_HUB_OFFLINE !== "0") return null;
+  try {
+    return await downloadFileToCacheDir({
+      repo: { type: "dataset", name: repo }, path: file, cacheDir,
+      accessToken: process.env.HF_TOKEN ?? process.env.HUGGING_FACE_HUB_TOKEN,
+      fetch: withResponseTimeout(fetch, opts.timeoutMs ?? 15_000),
+    });
+  } catch {
+    return null;
+  }
+}

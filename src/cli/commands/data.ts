@@ -3,7 +3,7 @@ import { loadModel, type WeightPrecision } from "../../models/load.js";
 import type { Tokenizer } from "../../tokenizer/tokenizer.js";
 import type { Command } from "../command.js";
 import { modelFlags, requireString } from "../command.js";
-import { datasetFlags, datasetSpecFrom } from "../dataset-flags.js";
+import { datasetFlags, datasetSpecFrom, resolveDataSource } from "../dataset-flags.js";
 
 export const dataCommand: Command = {
   name: "data",
@@ -17,7 +17,7 @@ export const dataCommand: Command = {
     json: { type: "boolean", help: "print JSON" },
   },
   async run(flags) {
-    const source = requireString(flags, "data", "data");
+    const source = await resolveDataSource(requireString(flags, "data", "data"));
     let tokenizer: Tokenizer | null = null;
     if (typeof flags.model === "string") {
       tokenizer = (await loadModel(flags.model, { precision: flags.precision as WeightPrecision | undefined })).tokenizer;

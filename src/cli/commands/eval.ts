@@ -6,7 +6,7 @@ import type { TrainOn } from "../../training/batches.js";
 import { evaluate } from "../../training/trainer.js";
 import type { Command } from "../command.js";
 import { modelFlags, requireString } from "../command.js";
-import { datasetFlags, datasetSpecFrom } from "../dataset-flags.js";
+import { datasetFlags, datasetSpecFrom, resolveDataSource } from "../dataset-flags.js";
 
 export const evalCommand: Command = {
   name: "eval",
@@ -24,7 +24,7 @@ export const evalCommand: Command = {
     const { model, tokenizer, dir } = await loadModel(requireString(f, "model", "eval"), { precision: f.precision as WeightPrecision });
     if (!tokenizer) throw new LoratuneError("the model has no tokenizer.json", { file: dir });
     if (typeof f.adapter === "string") loadAdapter(model, f.adapter, { trainable: false });
-    const dataset = loadDataset(datasetSpecFrom(f, requireString(f, "data", "eval"), tokenizer));
+    const dataset = loadDataset(datasetSpecFrom(f, await resolveDataSource(requireString(f, "data", "eval")), tokenizer));
     // Without an eval split, every example kept is evaluated.
     const examples = dataset.eval.length > 0 ? dataset.eval : dataset.train;
     const r = evaluate(model, tokenizer, examples, { seqLen: f["seq-len"] as number, trainOn: f["train-on"] as TrainOn });

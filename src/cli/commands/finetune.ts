@@ -9,7 +9,7 @@ import { runFinetune, WALKTHROUGH_PROMPTS } from "../../workflows/finetune.js";
 import type { FlagSpecs } from "../args.js";
 import type { Command } from "../command.js";
 import { modelFlags, requireString } from "../command.js";
-import { datasetFlags, datasetSpecFrom } from "../dataset-flags.js";
+import { datasetFlags, datasetSpecFrom, resolveDataSource } from "../dataset-flags.js";
 import { interruptible } from "../interrupt.js";
 import type { LoraLayout } from "../../lora/lora.js";
 
@@ -46,7 +46,7 @@ export const finetuneCommand: Command = {
   async run(f) {
     if (f.threads !== undefined) native.setNumThreads(f.threads as number);
     const modelSpec = requireString(f, "model", "finetune");
-    const source = requireString(f, "data", "finetune");
+    const source = await resolveDataSource(requireString(f, "data", "finetune"));
     const seqLen = f["seq-len"] as number;
     const trainOn = f["train-on"] as TrainOn;
     const base = await loadModel(modelSpec, { precision: f.precision as WeightPrecision });
