@@ -85,8 +85,11 @@ export async function runFinetune(job: FinetuneJob): Promise<FinetuneOutcome> {
     const evalMetrics: EvalMetrics = job.eval.length > 0 ? evaluate(model, tokenizer, job.eval, seqOptions) : { loss: NaN, perplexity: NaN, accuracy: NaN };
     const stops = stopPrompts.map(generate);
     const stopRate = stops.length > 0 ? stops.filter((s) => s.stopped).length / stops.length : NaN;
-    print(`\n${when}: eval loss ${evalMetrics.loss.toFixed(4)} (perplexity ${evalMetrics.perplexity.toFixed(2)}, accuracy ${evalMetrics.accuracy.toFixed(4)}) on ${job.eval.length} held-out examples; ` +
-      `stop rate ${(stopRate * 100).toFixed(0)}% of ${stops.length} held-out prompts (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
+    const seconds = ((performance.now() - t0) / 1000).toFixed(1);
+    print(job.eval.length === 0
+      ? `\n${when}: no held-out examples to measure (give some with --eval-fraction) (${seconds} s)\n`
+      : `\n${when}: eval loss ${evalMetrics.loss.toFixed(4)} (perplexity ${evalMetrics.perplexity.toFixed(2)}, accuracy ${evalMetrics.accuracy.toFixed(4)}) on ${job.eval.length} held-out examples; ` +
+        `stop rate ${(stopRate * 100).toFixed(0)}% of ${stops.length} held-out prompts (${seconds} s)\n`);
     return { shown, evalMetrics, stopRate };
   };
 
