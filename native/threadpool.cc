@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <condition_variable>
 #include <exception>
 #include <utility>
@@ -33,40 +34,60 @@ class Pool {
     for (int i = 1; i < n; ++i) workers_.emplace_back([this, start] { work(start); });
   }
 
+  // Posts a loop and works on it too; returns once every chunk is done. Late workers are not
+  // waited for: on a busy machine one may wake only after the others have finished the loop.
   void run(size_t chunks, size_t n, size_t grain, const std::function<void(size_t, size_t)>& fn) {
+    uint64_t gen;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       fn_ = &fn;
       n_ = n;
       grain_ = grain;
-      chunks_ = chunks;
-      next_.store(0);
-      active_.store(static_cast<int>(workers_.size()));
+      chunks_.store(chunks, std::memory_order_relaxed);
+      done_.store(0, std::memory_order_relaxed);
+      gen = (next_.load(std::memory_order_relaxed) >> 32) + 1;
+      next_.store(gen << 32, std::memory_order_release);  // publishes the loop to drain()
       generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     inside_pool = true;
     drain();
     inside_pool = false;
-    while (active_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    while (done_.load(std::memory_order_acquire) != chunks) std::this_thread::yield();
     if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
   }
 
  private:
-  // Runs chunks until none are left. An exception stops the loop for every thread and is
-  // rethrown on the calling thread, so a failing kernel never terminates the process.
+  // Claims and runs chunks of the loop posted last. next_ holds the loop's number (high 32 bits)
+  // and the next chunk (low 32 bits), so a thread that arrives after the loop ended claims nothing
+  // from the one after it. An exception gives up the unclaimed chunks and is rethrown by run(),
+  // so a failing kernel never terminates the process.
   void drain() {
+    uint64_t v = next_.load(std::memory_order_acquire);
+    const uint64_t gen = v >> 32;
+    const size_t chunks = chunks_.load(std::memory_order_relaxed);  // checked against gen by the claim
     for (;;) {
-      size_t c = next_.fetch_add(1);
-      if (c >= chunks_) return;
+      if ((v >> 32) != gen) return;
+      size_t c = static_cast<size_t>(v & 0xffffffffu);
+      if (c >= chunks) return;
+      if (!next_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
       size_t begin = c * grain_;
+      size_t finished = 1;
       try {
         (*fn_)(begin, std::min(n_, begin + grain_));
       } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex_);
-        if (!error_) error_ = std::current_exception();
-        next_.store(chunks_);
+        {
+          std::lock_guard<std::mutex> lock(error_mutex_);
+          if (!error_) error_ = std::current_exception();
+        }
+        uint64_t w = next_.load(std::memory_order_acquire);
+        while ((w & 0xffffffffu) < chunks &&
+               !next_.compare_exchange_weak(w, (gen << 32) | chunks, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        }
+        if ((w & 0xffffffffu) < chunks) finished += chunks - static_cast<size_t>(w & 0xffffffffu);
       }
+      done_.fetch_add(finished, std::memory_order_release);
+      v = next_.load(std::memory_order_acquire);
     }
   }
 
@@ -88,7 +109,6 @@ class Pool {
       if (stopping_) return;
       seen = generation_.load(std::memory_order_acquire);
       drain();
-      active_.fetch_sub(1, std::memory_order_release);
     }
   }
 
@@ -107,13 +127,14 @@ class Pool {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::atomic<unsigned> generation_{0};
-  std::atomic<size_t> next_{0};
-  std::atomic<int> active_{0};
+  std::atomic<uint64_t> next_{0};
+  std::atomic<size_t> done_{0};
   std::atomic<bool> stopping_{false};
   const std::function<void(size_t, size_t)>* fn_ = nullptr;
   std::mutex error_mutex_;
   std::exception_ptr error_;
-  size_t n_ = 0, grain_ = 1, chunks_ = 0;
+  size_t n_ = 0, grain_ = 1;
+  std::atomic<size_t> chunks_{0};
 };
 
 Pool& pool() {
