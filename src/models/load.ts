@@ -82,8 +82,7 @@ export function loadModelDir(dir: string, options: LoadOptions = {}): LoadedMode
 }
 
 /** Refuses, before reading anything, to load weights that cannot fit in the memory available. */
-function checkMemory(bytes: number, dir: string): void {
-  const available = os.freemem();
+export function checkMemory(bytes: number, dir: string, available = os.freemem()): void {
   if (bytes > available) {
     const gb = (n: number) => (n / 2 ** 30).toFixed(1);
     throw new LoratuneError(
