@@ -58,10 +58,13 @@ export function parseConfig(json: unknown, file: string): ModelConfig {
     throw fail("model_type", `${got} (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`);
   }
 
-  const positiveInt = (field: string, fallback?: number): number => {
+  // Upper bounds far above any real model, so that a corrupt config fails here rather than in
+  // an allocation or a loop over millions of layers.
+  const positiveInt = (field: string, fallback?: number, max = 2 ** 24): number => {
     const v = raw[field] ?? fallback;
     if (v === undefined) throw fail(field, "missing (a positive integer)");
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) throw fail(field, `must be a positive integer, got ${JSON.stringify(v)}`);
+    if (v > max) throw fail(field, `${v} is beyond any supported model (at most ${max})`);
     return v;
   };
   const positiveNumber = (field: string, fallback: number): number => {
@@ -77,16 +80,16 @@ export function parseConfig(json: unknown, file: string): ModelConfig {
   const vocabSize = positiveInt("vocab_size");
   const hiddenSize = positiveInt("hidden_size");
   const intermediateSize = positiveInt("intermediate_size");
-  const numLayers = positiveInt("num_hidden_layers");
-  const numHeads = positiveInt("num_attention_heads");
-  const numKvHeads = positiveInt("num_key_value_heads", numHeads);
+  const numLayers = positiveInt("num_hidden_layers", undefined, 1024);
+  const numHeads = positiveInt("num_attention_heads", undefined, 4096);
+  const numKvHeads = positiveInt("num_key_value_heads", numHeads, 4096);
   if (numHeads % numKvHeads !== 0) {
     throw fail("num_key_value_heads", `num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
   }
   if (raw.head_dim === undefined && hiddenSize % numHeads !== 0) {
     throw fail("head_dim", `missing, and hidden_size (${hiddenSize}) is not a multiple of num_attention_heads (${numHeads})`);
   }
-  const headDim = positiveInt("head_dim", hiddenSize / numHeads);
+  const headDim = positiveInt("head_dim", hiddenSize / numHeads, 4096);
   if (headDim % 2 !== 0) throw fail("head_dim", `must be even for rotary embeddings, got ${headDim}`);
 
   const activationField = raw.hidden_activation !== undefined && raw.hidden_activation !== null ? "hidden_activation" : "hidden_act";
