@@ -203,6 +203,23 @@ describe("fetchModel download from Hugging Face (fake hub)", () => {
     assert.equal(lines.length, 5);
     assert.equal(await fetchModel("org/tiny", { cacheDir, fetch: forbiddenFetch }), dir);
   });
+
+  test("refuses an index whose shard names would write outside the cache, before downloading them", async () => {
+    const sha = "0123456789abcdef0123456789abcdef01234567";
+    const hub = fakeHub("org/evil", sha, {
+      "config.json": Buffer.from(JSON.stringify({ model_type: "gemma" })),
+      "model.safetensors.index.json": Buffer.from(JSON.stringify({ weight_map: { a: "../../../../escaped.safetensors" } })),
+    });
+    const cacheDir = freshDir("hf-evil");
+    const quiet = console.debug;
+    console.debug = () => {};
+    try {
+      await assert.rejects(fetchModel("org/evil", { cacheDir, fetch: hub.fetchImpl }), /shard "\.\.\/\.\.\/\.\.\/\.\.\/escaped\.safetensors" is not a file name inside the checkpoint folder/);
+    } finally {
+      console.debug = quiet;
+    }
+    assert.ok(!hub.requested.some((f) => f.includes("escaped")));
+  });
 });
 
 describe("fetchModel download from Kaggle (fake API)", () => {

@@ -10,7 +10,7 @@ const SINGLE_FILE = "model.safetensors";
 const INDEX_FILE = "model.safetensors.index.json";
 
 /** A shard name from an index, checked to stay inside the checkpoint folder. */
-function shardPath(dir: string, shard: string, indexFile: string, tensor: string): string {
+export function shardPath(dir: string, shard: string, indexFile: string, tensor: string): string {
   const parts = shard.split(/[\\/]/);
   if (shard === "" || path.isAbsolute(shard) || path.win32.isAbsolute(shard) || parts.includes("..")) {
     throw new LoratuneError(

@@ -12,6 +12,7 @@ import zlib from "node:zlib";
 import { downloadFileToCacheDir, getHFHubCachePath, listFiles, modelInfo } from "@huggingface/hub";
 import { LoratuneError } from "../errors.js";
 import { findPreset } from "../models/presets.js";
+import { shardPath } from "./checkpoint.js";
 
 export interface FetchModelOptions {
   /** Where to download from; "auto" tries Hugging Face, then Kaggle when Kaggle credentials exist. */
@@ -147,7 +148,11 @@ async function downloadFromHf(repo: string, revision: string, cacheDir: string, 
   let weights: string[];
   if (files.has(INDEX_FILE)) {
     const index = JSON.parse(fs.readFileSync(path.join(snapshot, INDEX_FILE), "utf8")) as { weight_map: Record<string, string> };
-    weights = [...new Set(Object.values(index.weight_map))];
+    // Shard names come from the repository: refuse any that would be written outside the snapshot.
+    weights = [...new Set(Object.entries(index.weight_map).map(([tensor, shard]) => {
+      shardPath(snapshot, shard, path.join(snapshot, INDEX_FILE), tensor);
+      return shard;
+    }))];
   } else if (files.has("model.safetensors")) {
     weights = ["model.safetensors"];
   } else {
