@@ -2,10 +2,13 @@
 // JSON lines (see common.ts).
 import { benchDecode270m } from "./decode.js";
 import { benchGemm } from "./gemm.js";
+import { benchTrain270m, benchTrainTiny } from "./train.js";
 
 const BENCHES: Record<string, () => Promise<void>> = {
   gemm: benchGemm,
   "decode-270m": benchDecode270m,
+  "train-tiny": benchTrainTiny,
+  "train-270m": benchTrain270m,
 };
 
 async function main(argv: string[]): Promise<void> {
