@@ -157,9 +157,9 @@ export interface LossResult {
   count: number;
 }
 
-/** Rows of logits held at once: bounds the [rows, vocab] buffer to about 64 MB. */
+/** Rows of logits held at once: bounds the [rows, vocab] buffer to about 256 MB (fewer, larger chunks let the GEMM amortise packing the vocabulary-sized weight). */
 function chunkRows(vocab: number): number {
-  return Math.max(1, Math.floor((64 << 20) / (4 * vocab)));
+  return Math.max(1, Math.floor((256 << 20) / (4 * vocab)));
 }
 
 /**
