@@ -74,13 +74,9 @@ LT_INL vf vmaxf(vf x, vf y) {
 #endif
 }
 
-// exp(x), Cephes-style: x = n ln2 + r with |r| <= ln2/2, degree-6 polynomial for e^r, times 2^n.
-// About 1 ulp over the range. x < ln(FLT_MIN) gives 0 (the subnormal range is flushed), x above
-// ln(2^127) gives +inf, NaN stays NaN.
-LT_INL vf vexp(vf x) {
-  const float hi = 88.0296919311f, lo = -87.3365447505f;
-  vf xc = x > splat(hi) ? splat(hi) : x;  // NaN passes through both clamps
-  xc = xc < splat(lo) ? splat(lo) : xc;
+// exp(x) for x already clamped to [lo, hi]: Cephes' range reduction x = n·ln2 + r and a degree-6
+// polynomial for exp(r), scaled by 2^n through the exponent bits.
+LT_INL vf vexp_clamped(vf xc) {
   vf fx = xc * splat(1.44269504088896341f);
   fx = (fx + splat(12582912.0f)) - splat(12582912.0f);  // round to nearest (|fx| < 2^22)
   vf r = xc - fx * splat(0.693359375f);
@@ -93,31 +89,26 @@ LT_INL vf vexp(vf x) {
   p = p * r + splat(5.0000001201e-1f);
   vf y = p * (r * r) + r + splat(1.0f);
   vi n = __builtin_convertvector(fx, vi);
-  vf pow2n = (vf)((n + splati(127)) << 23);
-  vf res = y * pow2n;
+  return y * (vf)((n + splati(127)) << 23);
+}
+
+// exp(x), Cephes-style: x = n ln2 + r with |r| <= ln2/2, degree-6 polynomial for e^r, times 2^n.
+// About 1 ulp over the range. x < ln(FLT_MIN) gives 0 (the subnormal range is flushed), x above
+// ln(2^127) gives +inf, NaN stays NaN.
+LT_INL vf vexp(vf x) {
+  const float hi = 88.0296919311f, lo = -87.3365447505f;
+  vf xc = x > splat(hi) ? splat(hi) : x;  // NaN passes through both clamps
+  xc = xc < splat(lo) ? splat(lo) : xc;
+  vf res = vexp_clamped(xc);
   res = x < splat(lo) ? splat(0.0f) : res;
   res = x > splat(hi) ? splat(__builtin_inff()) : res;
   return res;
 }
 
-// exp(x) for x in [-inf, 0], no NaN (softmax after subtracting the row max): same polynomial as
-// vexp with only the lower clamp.
+// exp(x) for x in [-inf, 0], no NaN (softmax after subtracting the row max): only the lower clamp.
 LT_INL vf vexp_nonpos(vf x) {
   const float lo = -87.3365447505f;
-  const vf xc = vmaxf(x, splat(lo));
-  vf fx = xc * splat(1.44269504088896341f);
-  fx = (fx + splat(12582912.0f)) - splat(12582912.0f);
-  vf r = xc - fx * splat(0.693359375f);
-  r = r - fx * splat(-2.12194440e-4f);
-  vf p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  vf y = p * (r * r) + r + splat(1.0f);
-  vi n = __builtin_convertvector(fx, vi);
-  vf res = y * (vf)((n + splati(127)) << 23);
+  const vf res = vexp_clamped(vmaxf(x, splat(lo)));
   return x < splat(lo) ? splat(0.0f) : res;
 }
 
