@@ -16,6 +16,7 @@ import type { CausalLM } from "../src/models/model.js";
 import { loadAdapter, readLoratuneRecord, saveAdapter, type LoadedAdapter } from "../src/lora/adapter.js";
 import { enableLora, loraParameters, moduleOf, type LoraOptions, type LoraSpec } from "../src/lora/lora.js";
 import { Tensor } from "../src/tensor.js";
+import { maxAbsDiff } from "./helpers.js";
 
 const fixtures = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../test/fixtures");
 const STD02 = path.join(fixtures, "gemma-tiny-std0.2");
@@ -24,13 +25,6 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 const IDS = [2, 213, 287, 262, 424, 213, 75, 50, 75, 21, 475, 139];
 const Q0 = "base_model.model.model.layers.0.self_attn.q_proj";
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, "lengths differ");
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
 function logitsOf(model: CausalLM, ids: number[] = IDS): Float32Array {
   const { vocabSize: V, hiddenSize: H } = model.config;

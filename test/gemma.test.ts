@@ -12,21 +12,11 @@ import { SafetensorsFile } from "../src/io/safetensors.js";
 import type { GemmaModel } from "../src/models/gemma.js";
 import { loadModelDir } from "../src/models/load.js";
 import { Tensor } from "../src/tensor.js";
+import { maxAbs, maxAbsDiff } from "./helpers.js";
 
 const fixtures = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../test/fixtures");
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, "lengths differ");
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
-  return m;
-}
 
 class Golden {
   private file: SafetensorsFile;

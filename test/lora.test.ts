@@ -22,6 +22,7 @@ import type { CausalLM } from "../src/models/model.js";
 import { enableLora, loraParameters, moduleOf, type LoraOptions } from "../src/lora/lora.js";
 import { mergeLora, saveModel } from "../src/lora/merge.js";
 import { Tensor } from "../src/tensor.js";
+import { maxAbs, maxAbsDiff, WORD_TOKENIZER } from "./helpers.js";
 
 const fixtures = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../test/fixtures");
 const TINY = path.join(fixtures, "gemma-tiny");
@@ -32,18 +33,7 @@ after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const IDS = [2, 213, 287, 262, 424, 213, 75, 50, 75, 21, 475, 139];
 const PROMPT = [2, 111, 377, 80, 333];
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, "lengths differ");
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
-  return m;
-}
 
 /** Logits [T, vocab] of the model for ids. */
 function logitsOf(model: CausalLM, ids: number[]): Float32Array {
@@ -390,19 +380,7 @@ describe("mergeLora", () => {
 describe("saveModel", () => {
   const tokDir = path.join(tmp, "base-tokenizer");
   fs.mkdirSync(tokDir);
-  const tokenizerJson = JSON.stringify({
-    version: "1.0",
-    added_tokens: [
-      { id: 0, content: "<pad>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
-      { id: 1, content: "<eos>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
-      { id: 2, content: "<bos>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
-    ],
-    normalizer: null,
-    pre_tokenizer: { type: "Whitespace" },
-    post_processor: null,
-    decoder: null,
-    model: { type: "WordLevel", vocab: { "<pad>": 0, "<eos>": 1, "<bos>": 2, hello: 3, world: 4, "[UNK]": 5 }, unk_token: "[UNK]" },
-  });
+  const tokenizerJson = JSON.stringify(WORD_TOKENIZER);
   fs.writeFileSync(path.join(tokDir, "tokenizer.json"), tokenizerJson);
   fs.writeFileSync(path.join(tokDir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<bos>", eos_token: "<eos>", pad_token: "<pad>" }));
   fs.writeFileSync(path.join(tokDir, "generation_config.json"), JSON.stringify({ bos_token_id: 2, eos_token_id: 1 }));

@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { after, describe, test } from "node:test";
 import { LoratuneError } from "../src/errors.js";
 import { Tokenizer } from "../src/tokenizer/tokenizer.js";
+import { WORD_TOKENIZER } from "./helpers.js";
 
 // The real Gemma tokenizer (vocabulary 256000), shipped in a dev dependency. Loading it takes ~3 s,
 // so it is loaded once.
@@ -72,19 +73,7 @@ describe("tokenizer files", () => {
   test("a tokenizer without tokenizer_config.json has no chat template until one is supplied", () => {
     const dir = path.join(tmp, "no-config");
     fs.mkdirSync(dir);
-    const tiny = {
-      version: "1.0",
-      added_tokens: [
-        { id: 0, content: "<pad>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
-        { id: 1, content: "<eos>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
-        { id: 2, content: "<bos>", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true },
-      ],
-      normalizer: null,
-      pre_tokenizer: { type: "Whitespace" },
-      post_processor: null,
-      decoder: null,
-      model: { type: "WordLevel", vocab: { "<pad>": 0, "<eos>": 1, "<bos>": 2, hello: 3, world: 4, "[UNK]": 5 }, unk_token: "[UNK]" },
-    };
+    const tiny = WORD_TOKENIZER;
     fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(tiny));
     const tok = Tokenizer.fromDir(dir);
     assert.equal(tok.vocabSize, 6);
