@@ -475,3 +475,18 @@ describe("saveModel", () => {
     assert.ok(!fs.existsSync(path.join(tmp, "never")));
   });
 });
+
+describe("the Keras-like model API", () => {
+  it("model.enableLora freezes the base, and model.summary() counts what trains", () => {
+    const { model } = loadModelDir(STD02);
+    assert.equal(model.lora, null);
+    assert.match(model.summary(), /Trainable params: 0?[\d,]+/);
+    const spec = model.enableLora({ rank: 4 });
+    assert.deepEqual(model.lora, spec);
+    assert.ok([...model.weights().values()].every((w) => !w.requiresGrad));
+    // per layer q: A 4x64 + B 64x4 = 512, v: A 4x64 + B 16x4 = 320; two layers
+    assert.match(model.summary(), /Trainable params: 1,664 /);
+    mergeLora(model);
+    assert.equal(model.lora, null);
+  });
+});

@@ -484,6 +484,7 @@ export function loadAdapter(model: CausalLM, dir: string, options: LoadAdapterOp
       targets: LORA_TARGETS.filter((t) => projections.has(t)),
       layout: "peft",
     };
+    model.lora = spec;
     const order = new Map(moduleNames.map((m, i) => [m, i]));
     const modules = plan.map((p) => ({ module: p.module, rank: p.rank, scale: p.scale }))
       .sort((x, y) => order.get(x.module)! - order.get(y.module)!);

@@ -54,6 +54,7 @@ export function enableLora(model: CausalLM, options: LoraOptions): LoraSpec {
     A.requiresGrad = B.requiresGrad = true;
     linear.lora = { A, B, scale: spec.alpha! / spec.rank, groups: heads };
   }
+  model.lora = spec;
   return spec;
 }
 

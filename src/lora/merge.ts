@@ -65,6 +65,7 @@ export function mergeLora(model: CausalLM): string[] {
     linear.lora = null;
     merged.push(moduleOf(linear));
   }
+  model.lora = null;
   return merged;
 }
 

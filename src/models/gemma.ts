@@ -3,7 +3,9 @@
 import { GateKind, native } from "../backend/native.js";
 import { addScaled, attention, embedding, gated, rmsnorm, rope } from "../autograd/ops.js";
 import { Tensor } from "../tensor.js";
+import { enableLora, type LoraOptions } from "../lora/lora.js";
 import type { ModelConfig } from "./config.js";
+import { formatSummary, summarize, type LoraSpec } from "./summary.js";
 import { KVCache, Linear } from "./layers.js";
 import type { CausalLM, ForwardOptions } from "./model.js";
 
@@ -49,6 +51,8 @@ function cachedAttention(q: Tensor, k: Tensor, v: Tensor, layer: number, cache: 
 }
 
 export class GemmaModel implements CausalLM {
+  lora: LoraSpec | null = null;
+
   constructor(
     readonly config: ModelConfig,
     readonly embedTokens: Tensor,
@@ -106,6 +110,14 @@ export class GemmaModel implements CausalLM {
 
   newCache(maxLength: number): KVCache {
     return new KVCache(this.config.numLayers, maxLength, this.config.numKvHeads * this.config.headDim);
+  }
+
+  enableLora(options: LoraOptions): LoraSpec {
+    return enableLora(this, options);
+  }
+
+  summary(): string {
+    return formatSummary(summarize(this.config, this.lora ?? undefined));
   }
 }
 

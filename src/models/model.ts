@@ -1,6 +1,8 @@
 // What every causal language model family offers to generation, training and adapters.
+import type { LoraOptions } from "../lora/lora.js";
 import type { Tensor } from "../tensor.js";
 import type { ModelConfig } from "./config.js";
+import type { LoraSpec } from "./summary.js";
 import type { KVCache, Linear } from "./layers.js";
 
 export interface ForwardOptions {
@@ -21,4 +23,10 @@ export interface CausalLM {
   /** Every weight by Hugging Face name. */
   weights(): Map<string, Tensor>;
   newCache(maxLength: number): KVCache;
+  /** Keras's enable_lora: freezes the base and adds adapters (see src/lora/lora.ts). */
+  enableLora(options: LoraOptions): LoraSpec;
+  /** The LoRA adapters the model carries (set by enableLora and loadAdapter; null after a merge). */
+  lora: LoraSpec | null;
+  /** A Keras-like table of layers, shapes and parameter counts. */
+  summary(): string;
 }
