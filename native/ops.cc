@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -413,37 +414,23 @@ void sum_squares(Args& a) {
 // ------------------------------------------------------------------------------------------------
 // Conversions
 
-void bf16_to_f32(Args& a) {
+// Element-wise conversion `convert(src, dst, count)` over src and dst arrays of n values each.
+template <typename Src, typename Dst, typename Convert>
+void convert_elems(Args& a, Convert convert) {
   const size_t n = size_arg(a, 0, "n");
-  const uint16_t* src = u16_arg(a, 1, "src", n);
-  float* dst = f32_arg(a, 2, "dst", n);
-  const OpsTable& k = K();
-  par_elems(n, [&](size_t b, size_t e) { k.bf16_to_f32(src + b, dst + b, e - b); });
+  const Src* src;
+  Dst* dst;
+  if constexpr (std::is_same_v<Src, float>) src = f32_arg(a, 1, "src", n);
+  else src = u16_arg(a, 1, "src", n);
+  if constexpr (std::is_same_v<Dst, float>) dst = f32_arg(a, 2, "dst", n);
+  else dst = u16_arg(a, 2, "dst", n);
+  par_elems(n, [&](size_t b, size_t e) { convert(src + b, dst + b, e - b); });
 }
 
-void f32_to_bf16(Args& a) {
-  const size_t n = size_arg(a, 0, "n");
-  const float* src = f32_arg(a, 1, "src", n);
-  uint16_t* dst = u16_arg(a, 2, "dst", n);
-  const OpsTable& k = K();
-  par_elems(n, [&](size_t b, size_t e) { k.f32_to_bf16(src + b, dst + b, e - b); });
-}
-
-void f16_to_f32(Args& a) {
-  const size_t n = size_arg(a, 0, "n");
-  const uint16_t* src = u16_arg(a, 1, "src", n);
-  float* dst = f32_arg(a, 2, "dst", n);
-  const OpsTable& k = K();
-  par_elems(n, [&](size_t b, size_t e) { k.f16_to_f32(src + b, dst + b, e - b); });
-}
-
-void f16_to_bf16(Args& a) {
-  const size_t n = size_arg(a, 0, "n");
-  const uint16_t* src = u16_arg(a, 1, "src", n);
-  uint16_t* dst = u16_arg(a, 2, "dst", n);
-  const OpsTable& k = K();
-  par_elems(n, [&](size_t b, size_t e) { k.f16_to_bf16(src + b, dst + b, e - b); });
-}
+void bf16_to_f32(Args& a) { convert_elems<uint16_t, float>(a, K().bf16_to_f32); }
+void f32_to_bf16(Args& a) { convert_elems<float, uint16_t>(a, K().f32_to_bf16); }
+void f16_to_f32(Args& a) { convert_elems<uint16_t, float>(a, K().f16_to_f32); }
+void f16_to_bf16(Args& a) { convert_elems<uint16_t, uint16_t>(a, K().f16_to_bf16); }
 
 }  // namespace
 

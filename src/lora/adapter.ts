@@ -71,7 +71,7 @@ export function peftFactors(linear: Linear): { A: Tensor; B: Tensor; rank: numbe
         `do not fit the weight [${linear.weight.shape.join(", ")}]`,
     );
   }
-  const alpha = tidy(scale * rank);
+  const alpha = roundNearInteger(scale * rank);
   const a = A.dtype === "f32" ? A : A.toF32();
   if (groups === 1) return { A: a, B: B.dtype === "f32" ? B : B.toF32(), rank, alpha };
   const b = B.dtype === "f32" ? B.f32 : B.toF32().f32;
@@ -85,7 +85,7 @@ export function peftFactors(linear: Linear): { A: Tensor; B: Tensor; rank: numbe
 }
 
 /** Rounds away float noise from products like scale * rank (2.0000000000000004 -> 2). */
-function tidy(x: number): number {
+function roundNearInteger(x: number): number {
   const rounded = Math.round(x);
   return Math.abs(x - rounded) <= 1e-9 * Math.max(1, Math.abs(x)) ? rounded : x;
 }
