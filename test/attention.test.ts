@@ -7,17 +7,8 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { native } from "../src/backend/native.js";
+import { uniform } from "./helpers.js";
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomF32(n: number, r: () => number, amp = 1): Float32Array {
   const x = new Float32Array(n);
@@ -158,7 +149,7 @@ function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rel
 }
 
 function inputs(s: Shape, seed: number) {
-  const r = rng(seed);
+  const r = uniform(seed);
   return {
     q: randomF32(s.T * s.Hq * s.D, r, 1.5),
     k: randomF32(s.S * s.Hkv * s.D, r, 1.5),
@@ -326,7 +317,7 @@ test("rope matches the float32-angle reference up to position 8192, and inverse 
     { T: 40, H: 2, D: 256, theta: 10000 },
     { T: 9, H: 1, D: 2, theta: 500000 },
   ];
-  const r = rng(11);
+  const r = uniform(11);
   for (const c of cases) {
     const pos = new Int32Array(c.T);
     for (let t = 0; t < c.T; t++) pos[t] = t < 3 ? t : Math.floor(r() * 8193);

@@ -3,17 +3,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { native } from "../src/backend/native.js";
+import { uniform } from "./helpers.js";
 
-// Deterministic PRNG (mulberry32), values in [-1, 1).
+/** Values in [-1, 1). */
 function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
+  const u = uniform(seed);
+  return () => u() * 2 - 1;
 }
 
 function fill(n: number, r: () => number): Float32Array {

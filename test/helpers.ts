@@ -1,6 +1,18 @@
 // Small helpers shared by the test files. (No tests here.)
 import assert from "node:assert/strict";
 
+/** A small seeded generator (mulberry32) of floats in [0, 1), so that test inputs are the same on every run. */
+export function uniform(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.equal(a.length, b.length, "lengths differ");
   let m = 0;

@@ -7,6 +7,7 @@ import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { native } from "../src/backend/native.js";
+import { uniform } from "./helpers.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // Works from test/ (ts sources) and from dist/test/ (compiled).
@@ -15,19 +16,9 @@ const repoRoot = path.basename(path.dirname(here)) === "dist" ? path.resolve(her
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function normals(n: number, seed: number, std = 1, mean = 0): Float32Array {
-  const r = rng(seed);
+  const r = uniform(seed);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     const u = Math.max(r(), 1e-12);
@@ -578,7 +569,7 @@ test("f32ToBf16 rounds to nearest even; NaN stays NaN", () => {
   }
   // Random bit patterns, including the odd-length tail.
   const n = 50001;
-  const r = rng(90);
+  const r = uniform(90);
   const bits = Uint32Array.from({ length: n }, () => Math.floor(r() * 4294967296));
   const out = new Uint16Array(n);
   native.f32ToBf16(n, new Float32Array(bits.buffer), out);
