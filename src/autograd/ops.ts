@@ -214,7 +214,9 @@ export function lmHeadCrossEntropy(hidden: Tensor, head: Tensor, targets: Int32A
   loss.f32[0] = count > 0 ? total / count : 0;
   tape?.record(() => {
     const g = loss.grad ? loss.grad.f32[0]! : 0;
-    if (dHidden) accumulateGrad(hidden, true, (dst, fresh) => addInto(dst, fresh, g, dHidden.f32));
+    // The usual seed is 1: then the gradient computed in the forward pass is the gradient, no copy.
+    if (dHidden && g === 1) addGrad(hidden, dHidden);
+    else if (dHidden) accumulateGrad(hidden, true, (dst, fresh) => addInto(dst, fresh, g, dHidden.f32));
     if (dHead) accumulateGrad(head, true, (dst, fresh) => addInto(dst, fresh, g, dHead.f32));
   });
   return { loss, correct, count };
