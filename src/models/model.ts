@@ -10,6 +10,11 @@ export interface ForwardOptions {
   cache?: KVCache;
   /** Called with intermediate hidden states (embed_scaled, layer{i}_out, final_norm_out). */
   observe?: (name: string, hidden: Tensor) => void;
+  /**
+   * Training: keep only each block's input and recompute the block's activations during the
+   * backward pass (activation checkpointing): less memory for about one more forward pass.
+   */
+  checkpointActivations?: boolean;
 }
 
 export interface CausalLM {
