@@ -27,6 +27,9 @@ struct Block {
   bool released = false;
 };
 
+// Bytes held by live blocks, and the most held at once since the peak was last reset.
+size_t live_bytes = 0, peak_live_bytes = 0;
+
 std::unordered_map<void*, Block*>& live_blocks() {
   static auto* blocks = new std::unordered_map<void*, Block*>();
   return *blocks;
@@ -36,6 +39,7 @@ void give_back(napi_env env, Block* block) {
   if (block->released) return;
   block->released = true;
   live_blocks().erase(block->data);
+  live_bytes -= block->capacity;
   release(block->data, block->capacity);
   napi_adjust_external_memory(env, -static_cast<int64_t>(block->capacity), nullptr);
 }
@@ -62,6 +66,8 @@ void alloc(Args& a) {
     throw Error("cannot wrap native memory in an ArrayBuffer");
   }
   live_blocks()[p] = block;
+  live_bytes += capacity;
+  peak_live_bytes = std::max(peak_live_bytes, live_bytes);
   napi_adjust_external_memory(a.env, static_cast<int64_t>(capacity), nullptr);
   a.result = buf;
 }
@@ -89,6 +95,14 @@ void release_buffer(Args& a) {
 
 void cached_bytes_of(Args& a) { napi_create_double(a.env, static_cast<double>(cached_bytes()), &a.result); }
 
+void live_bytes_of(Args& a) { napi_create_double(a.env, static_cast<double>(live_bytes), &a.result); }
+
+// peakLiveBytes(reset = false): the peak since the last reset; reset starts a new one from now.
+void peak_live_bytes_of(Args& a) {
+  napi_create_double(a.env, static_cast<double>(peak_live_bytes), &a.result);
+  if (a.count() >= 1 && a.boolean(0, "reset")) peak_live_bytes = live_bytes;
+}
+
 void get_num_threads(Args& a) { napi_create_int32(a.env, num_threads(), &a.result); }
 
 void set_threads(Args& a) {
@@ -104,6 +118,8 @@ static napi_value init(napi_env env, napi_value exports) {
   lt::define(env, exports, "alloc", lt::alloc);
   lt::define(env, exports, "release", lt::release_buffer);
   lt::define(env, exports, "cachedBytes", lt::cached_bytes_of);
+  lt::define(env, exports, "liveBytes", lt::live_bytes_of);
+  lt::define(env, exports, "peakLiveBytes", lt::peak_live_bytes_of);
   lt::define(env, exports, "numThreads", lt::get_num_threads);
   lt::define(env, exports, "setNumThreads", lt::set_threads);
   lt::register_gemm(env, exports);

@@ -16,7 +16,8 @@ export function linear(x: Tensor, w: Tensor): Tensor {
   if (wIn !== inF) throw new Error(`linear: input has ${inF} features, weight [${w.shape.join(", ")}] expects ${wIn}`);
   const y = Tensor.empty([T, outF]);
   native.gemm(false, true, T, outF, inF, 1, x.f32, inF, w.weights, inF, 0, y.f32, outF);
-  tapeFor(y, x, w)?.record(() => {
+  // x is read again only for a trainable weight's gradient.
+  tapeFor(y, x, w)?.record(y, w.requiresGrad ? [x] : [], () => {
     if (!y.grad) return;
     const dy = y.grad.f32;
     // dx = dy · w ; dw = dyᵀ · x
@@ -38,10 +39,10 @@ function addInto(dst: Float32Array, fresh: boolean, alpha: number, src: Float32A
 /** The same values viewed with another shape (no copy). */
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   const out = x.reshape(shape);
-  tapeFor(out, x)?.record(() => {
+  tapeFor(out, x)?.record(out, [], () => {
     if (!out.grad) return;
     accumulateGrad(x, true, (dst, fresh) => addInto(dst, fresh, 1, out.grad!.f32));
-  });
+  }, { outputIsView: true });
   return out;
 }
 
@@ -51,7 +52,7 @@ export function addScaled(a: Tensor, b: Tensor, scale = 1): Tensor {
   const out = scale === 1 ? Tensor.empty(a.shape) : a.clone();
   if (scale === 1) native.add(a.size, a.f32, b.f32, out.f32);
   else native.axpy(a.size, scale, b.f32, out.f32);
-  tapeFor(out, a, b)?.record(() => {
+  tapeFor(out, a, b)?.record(out, [], () => {
     if (!out.grad) return;
     const dy = out.grad.f32;
     accumulateGrad(a, true, (dst, fresh) => addInto(dst, fresh, 1, dy));
@@ -66,14 +67,17 @@ export function rmsnorm(x: Tensor, w: Tensor, eps: number, addOne: boolean): Ten
   const out = Tensor.empty(x.shape);
   const rstd = Tensor.empty([T]);
   native.rmsnorm(T, dim, eps, addOne, x.f32, w.weights, out.f32, rstd.f32);
-  tapeFor(out, x, w)?.record(() => {
+  tapeFor(out, x, w)?.record(out, [x], () => {
     if (!out.grad) return;
     const dw = w.requiresGrad ? (w.grad ??= Tensor.zeros(w.shape)).f32 : null;
-    const dx = x.requiresGrad ? null : Tensor.empty(x.shape); // scratch when only dw is wanted
-    if (dx) native.rmsnormBackward(T, dim, addOne, x.f32, w.weights, rstd.f32, out.grad.f32, dx.f32, dw);
+    if (!x.requiresGrad) {
+      const dx = Tensor.empty(x.shape); // scratch when only dw is wanted
+      native.rmsnormBackward(T, dim, addOne, x.f32, w.weights, rstd.f32, out.grad.f32, dx.f32, dw);
+      dx.release();
+    }
     accumulateGrad(x, false, (dst) =>
       native.rmsnormBackward(T, dim, addOne, x.f32, w.weights, rstd.f32, out.grad!.f32, dst, dw));
-  });
+  }, { scratch: [rstd] });
   return out;
 }
 
@@ -82,7 +86,7 @@ export function rope(x: Tensor, heads: number, headDim: number, theta: number, p
   const [T] = dims2(x, "rope input");
   const out = x.clone();
   native.rope(T, heads, headDim, theta, positions, out.f32, false);
-  tapeFor(out, x)?.record(() => {
+  tapeFor(out, x)?.record(out, [], () => {
     if (!out.grad) return;
     const dy = out.grad.f32;
     accumulateGrad(x, false, (dst) => {
@@ -107,7 +111,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, s: AttentionShape): T
   const tape = tapeFor(out, q, k, v);
   const lse = tape ? Tensor.empty([s.heads, T]) : null;
   native.attentionForward(T, T, s.heads, s.kvHeads, s.headDim, 0, s.scale, q.f32, k.f32, v.f32, out.f32, lse?.f32 ?? null);
-  tape?.record(() => {
+  tape?.record(out, [q, k, v, out], () => {
     if (!out.grad) return;
     const dq = Tensor.empty(q.shape), dk = Tensor.empty(k.shape), dv = Tensor.empty(v.shape);
     native.attentionBackward(T, T, s.heads, s.kvHeads, s.headDim, 0, s.scale, q.f32, k.f32, v.f32, out.f32,
@@ -115,7 +119,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, s: AttentionShape): T
     addGrad(q, dq);
     addGrad(k, dk);
     addGrad(v, dv);
-  });
+  }, { scratch: [lse!] });
   return out;
 }
 
@@ -123,7 +127,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, s: AttentionShape): T
 export function gated(gate: Tensor, up: Tensor, kind: GateKind): Tensor {
   const out = Tensor.empty(gate.shape);
   native.gatedActivation(gate.size, kind, gate.f32, up.f32, out.f32);
-  tapeFor(out, gate, up)?.record(() => {
+  tapeFor(out, gate, up)?.record(out, [gate, up], () => {
     if (!out.grad) return;
     const dGate = Tensor.empty(gate.shape), dUp = Tensor.empty(up.shape);
     native.gatedActivationBackward(gate.size, kind, gate.f32, up.f32, out.grad.f32, dGate.f32, dUp.f32);
@@ -138,7 +142,7 @@ export function embedding(ids: Int32Array, table: Tensor, scale: number): Tensor
   const [rows, dim] = dims2(table, "embedding table");
   const out = Tensor.empty([ids.length, dim]);
   native.embedding(ids.length, dim, rows, scale, ids, table.weights, out.f32);
-  tapeFor(out, table)?.record(() => {
+  tapeFor(out, table)?.record(out, [], () => {
     if (!out.grad) return;
     accumulateGrad(table, true, (dst, fresh) => {
       if (fresh) dst.fill(0);
@@ -212,12 +216,13 @@ export function lmHeadCrossEntropy(hidden: Tensor, head: Tensor, targets: Int32A
   }
   for (const scratch of [h, logits, dh]) if (scratch) native.release(scratch.buffer as ArrayBuffer);
   loss.f32[0] = count > 0 ? total / count : 0;
-  tape?.record(() => {
+  tape?.record(loss, [], () => {
     const g = loss.grad ? loss.grad.f32[0]! : 0;
     // The usual seed is 1: then the gradient computed in the forward pass is the gradient, no copy.
-    if (dHidden && g === 1) addGrad(hidden, dHidden);
-    else if (dHidden) accumulateGrad(hidden, true, (dst, fresh) => addInto(dst, fresh, g, dHidden.f32));
-    if (dHead) accumulateGrad(head, true, (dst, fresh) => addInto(dst, fresh, g, dHead.f32));
+    if (dHidden && g !== 1) native.scale(dHidden.size, g, dHidden.f32);
+    if (dHead && g !== 1) native.scale(dHead.size, g, dHead.f32);
+    if (dHidden) addGrad(hidden, dHidden);
+    if (dHead) addGrad(head, dHead);
   });
   return { loss, correct, count };
 }

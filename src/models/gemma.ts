@@ -2,6 +2,7 @@
 // GELU-tanh gated MLP, tied output embedding. Weights and names follow Hugging Face's GemmaForCausalLM.
 import { GateKind, native } from "../backend/native.js";
 import { addScaled, attention, embedding, gated, rmsnorm, rope } from "../autograd/ops.js";
+import { checkpoint, dispose } from "../autograd/tape.js";
 import { Tensor } from "../tensor.js";
 import { enableLora, type LoraOptions } from "../lora/lora.js";
 import type { ModelConfig } from "./config.js";
@@ -26,15 +27,23 @@ export class GemmaBlock {
   forward(h: Tensor, layer: number, positions: Int32Array, cache?: KVCache): Tensor {
     const c = this.config;
     const x = rmsnorm(h, this.inputNorm, c.rmsNormEps, true);
-    const q = rope(this.q.forward(x), c.numHeads, c.headDim, c.ropeTheta, positions);
-    const k = rope(this.k.forward(x), c.numKvHeads, c.headDim, c.ropeTheta, positions);
+    const qProj = this.q.forward(x), kProj = this.k.forward(x);
+    const q = rope(qProj, c.numHeads, c.headDim, c.ropeTheta, positions);
+    const k = rope(kProj, c.numKvHeads, c.headDim, c.ropeTheta, positions);
     const v = this.v.forward(x);
     const shape = { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: c.headDim ** -0.5 };
     const a = cache ? cachedAttention(q, k, v, layer, cache, shape) : attention(q, k, v, shape);
-    h = addScaled(h, this.o.forward(a));
-    const y = rmsnorm(h, this.postAttentionNorm, c.rmsNormEps, true);
-    const m = gated(this.gate.forward(y), this.up.forward(y), c.activation === "silu" ? GateKind.Silu : GateKind.GeluTanh);
-    return addScaled(h, this.down.forward(m));
+    const o = this.o.forward(a);
+    const hAttn = addScaled(h, o);
+    dispose(x, qProj, kProj, q, k, v, a, o);
+    const y = rmsnorm(hAttn, this.postAttentionNorm, c.rmsNormEps, true);
+    const gate = this.gate.forward(y), up = this.up.forward(y);
+    const m = gated(gate, up, c.activation === "silu" ? GateKind.Silu : GateKind.GeluTanh);
+    const down = this.down.forward(m);
+    const out = addScaled(hAttn, down);
+    // What the backward pass reads stays (the tape frees it later); the rest goes now.
+    dispose(y, gate, up, m, down);
+    return out;
   }
 }
 
@@ -83,7 +92,11 @@ export class GemmaModel implements CausalLM {
     let h = embedding(ids, this.embedTokens, Math.fround(Math.sqrt(this.config.hiddenSize)));
     observe?.("embed_scaled", h);
     this.blocks.forEach((block, i) => {
-      h = block.forward(h, i, positions, cache);
+      const input = h;
+      h = options.checkpointActivations
+        ? checkpoint(input, (x) => block.forward(x, i, positions, cache))
+        : block.forward(input, i, positions, cache);
+      dispose(input);
       observe?.(`layer${i}_out`, h);
     });
     if (cache) cache.length += ids.length;

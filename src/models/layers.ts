@@ -1,6 +1,7 @@
 // Layers shared by the model families: a linear projection that can carry a LoRA adapter, and the
 // key/value cache used while generating.
 import { addScaled, linear, reshape } from "../autograd/ops.js";
+import { dispose } from "../autograd/tape.js";
 import { Tensor } from "../tensor.js";
 
 /**
@@ -42,7 +43,9 @@ export class Linear {
     const down = linear(x, A);
     const delta = groups === 1 ? linear(down, B)
       : reshape(linear(reshape(down, [T * groups, B.shape[1]!]), B), [T, this.outFeatures]);
-    return addScaled(y, delta, scale);
+    const out = addScaled(y, delta, scale);
+    dispose(y, delta);
+    return out;
   }
 }
 

@@ -8,7 +8,7 @@ import type { KVCache, Linear } from "./layers.js";
 export interface ForwardOptions {
   /** Generation: attend to the cached tokens and append these to the cache. */
   cache?: KVCache;
-  /** Called with intermediate hidden states (embed_scaled, layer{i}_out, final_norm_out). */
+  /** Called with intermediate hidden states (embed_scaled, layer{i}_out, final_norm_out), valid only during the call. */
   observe?: (name: string, hidden: Tensor) => void;
   /**
    * Training: keep only each block's input and recompute the block's activations during the
