@@ -2,6 +2,7 @@
 export { LoratuneError } from "./errors.js";
 export { Tensor, tidy, type DType } from "./tensor.js";
 export { native } from "./backend/native.js";
+export { startProfile, stopProfile, formatProfile, mergeProfiles, type OpTime, type ProfileReport } from "./backend/profile.js";
 export { record, Tape } from "./autograd/tape.js";
 export * as ops from "./autograd/ops.js";
 export type { CausalLM, ForwardOptions } from "./models/model.js";

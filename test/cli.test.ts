@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { saveTokenizer, trainBpeTokenizer } from "../src/tokenizer/train.js";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const tiny = path.join(root, "test", "fixtures", "gemma-tiny");
@@ -120,5 +121,30 @@ describe("loratune flags and errors", () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /no-context\s+1,724 of 2,500 kept/);
     assert.match(r.stdout, /Instruction:/);
+  });
+});
+
+describe("loratune finetune", () => {
+  it("--profile prints the time per op kind; flags come from --config too", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "loratune-cli-finetune-"));
+    try {
+      const base = path.join(dir, "base");
+      fs.cpSync(path.join(root, "test", "fixtures", "gemma-tiny-std0.2"), base, { recursive: true });
+      fs.rmSync(path.join(base, "golden.safetensors")); // a checkpoint folder holds one set of weights
+      const texts = ["red is a colour", "two plus two is four", "cats are animals", "the sun is a star"];
+      saveTokenizer(base, trainBpeTokenizer(texts, { vocabSize: 300 }));
+      const data = path.join(dir, "data.jsonl");
+      fs.writeFileSync(data, texts.map((text) => JSON.stringify({ text })).join("\n") + "\n");
+      const config = path.join(dir, "job.yaml");
+      fs.writeFileSync(config, "profile: true\ncheckpoint-activations: true\nseq-len: 16\n");
+      const r = loratune("finetune", "--config", config, "--model", base, "--data", data, "--format", "text", "--out", path.join(dir, "run"));
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /Profile: time per op kind, mean of 3 update\(s\) after the first\nkind +calls\/step +ms\/step +share +GFLOP\/s\n/);
+      assert.match(r.stdout, /\ngemm A·Bᵀ f32 +\d+ +\d+\.\d\d +\d+\.\d% +\d+\.\d\n/);
+      assert.match(r.stdout, /\nattentionBackward +2 /); // once per layer of the tiny model
+      assert.match(r.stdout, /\ntotal +\d+\.\d\d +100\.0%\n/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { lmHeadCrossEntropy } from "../autograd/ops.js";
 import { record } from "../autograd/tape.js";
+import { type ProfileReport, formatProfile, mergeProfiles, startProfile, stopProfile } from "../backend/profile.js";
 import type { Example } from "../data/formats.js";
 import { LoratuneError } from "../errors.js";
 import { Random } from "../generation/random.js";
@@ -101,6 +102,17 @@ export interface FitOptions {
   onEval?: (entry: EvalLog) => void;
   /** When aborted (e.g. by a Ctrl-C handler), fit writes a checkpoint after the current step and returns. */
   signal?: AbortSignal;
+  /**
+   * Time every kernel call of the training updates after the first (a warm-up: it allocates the
+   * memory later updates reuse) and report the time per op kind in FitResult.profile, also printed
+   * as a table through the progress writer. Evaluations and checkpoints are not counted.
+   */
+  profile?: boolean;
+  /**
+   * Keep only each block's input in the forward pass and recompute the block's activations in the
+   * backward pass: less memory for about one more forward pass per update (evaluation is unaffected).
+   */
+  checkpointActivations?: boolean;
 }
 
 export interface TrainingPlan {
@@ -139,6 +151,8 @@ export interface FitResult {
   checkpoint: string | null;
   resumedFrom: string | null;
   plan: TrainingPlan;
+  /** With options.profile, when an update after the first ran: the time per op kind over those updates. */
+  profile?: { updates: number; report: ProfileReport; table: string };
 }
 
 export interface EvaluateOptions extends SequenceOptions {}
@@ -462,11 +476,30 @@ export async function fit(
     checkpointStep = state.step;
   };
 
-  const result = (stopped: FitResult["stopped"]): FitResult => ({
-    steps: state.step, totalSteps, trainSeconds: state.trainSeconds,
-    tokensPerSecond: state.trainSeconds > 0 ? state.tokensSeen / state.trainSeconds : 0,
-    log: state.log, evalLog: state.evalLog, stopped, checkpoint: lastCheckpoint, resumedFrom, plan,
-  });
+  // One report per profiled update; profiling is true while one is being measured.
+  const profiles: ProfileReport[] = [];
+  let profiling = false;
+  let updatesThisSession = 0;
+  const profileResult = (): FitResult["profile"] => {
+    if (profiles.length === 0) {
+      if (options.profile) writer?.write("Profile: no update after the first (warm-up) one to measure\n");
+      return undefined;
+    }
+    const report = mergeProfiles(profiles);
+    const table = formatProfile(report, profiles.length);
+    writer?.write(`Profile: time per op kind, mean of ${profiles.length} update(s) after the first\n${table}`);
+    return { updates: profiles.length, report, table };
+  };
+
+  const result = (stopped: FitResult["stopped"]): FitResult => {
+    const profile = profileResult();
+    return {
+      steps: state.step, totalSteps, trainSeconds: state.trainSeconds,
+      tokensPerSecond: state.trainSeconds > 0 ? state.tokensSeen / state.trainSeconds : 0,
+      log: state.log, evalLog: state.evalLog, stopped, checkpoint: lastCheckpoint, resumedFrom, plan,
+      ...(profile ? { profile } : {}),
+    };
+  };
 
   /** Runs the evaluation due now; false when the signal stopped it (it is then pending in the checkpoint). */
   const runEval = async (epoch: number): Promise<EvalResult | null> => {
@@ -509,6 +542,10 @@ export async function fit(
         const chosen = order.slice(state.position, state.position + perStep).map((i) => train.sequences[i]!);
         const batch = stepBatch(chosen);
         const started = performance.now();
+        if (options.profile && updatesThisSession > 0) {
+          startProfile();
+          profiling = true;
+        }
         let loss = 0;
         let correct = 0;
         optimizer.zeroGrad();
@@ -517,7 +554,8 @@ export async function fit(
           if (s.count === 0) continue;
           // Everything the sequence's forward and backward allocate is freed here, but the gradients.
           const r = tidy(() => {
-            const { result, tape } = record(() => lmHeadCrossEntropy(model.forward(s.ids), model.lmHead, s.targets));
+            const { result, tape } = record(() => lmHeadCrossEntropy(
+              model.forward(s.ids, { checkpointActivations: options.checkpointActivations }), model.lmHead, s.targets));
             const value = result.loss.f32[0]!;
             if (Number.isFinite(value)) tape.backward(result.loss, batch.weights[i]!);
             return { value, correct: result.correct };
@@ -544,6 +582,11 @@ export async function fit(
           );
         }
         const lr = optimizer.step();
+        if (profiling) {
+          profiles.push(stopProfile());
+          profiling = false;
+        }
+        updatesThisSession++;
         const seconds = (performance.now() - started) / 1000;
         state.step = step;
         state.position += chosen.length;
@@ -583,6 +626,7 @@ export async function fit(
     writeCheckpoint();
     return result("completed");
   } catch (e) {
+    if (profiling) stopProfile(); // puts the kernels back
     progress?.close();
     throw e;
   }

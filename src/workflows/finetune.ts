@@ -114,7 +114,8 @@ export async function runFinetune(job: FinetuneJob): Promise<FinetuneOutcome> {
 
   const adapterDir = path.join(job.out, "adapter");
   saveAdapter(model, adapterDir, { baseModel: job.baseName, spec });
-  checkAdapterReloads(model, job.base.dir, adapterDir, tokenizer, prompts[0]!);
+  // With no prompts to show (no held-out examples), a training text serves for the check.
+  checkAdapterReloads(model, job.base.dir, adapterDir, tokenizer, prompts[0] ?? job.train[0]!.text);
 
   const data: ReportData = {
     title: job.title ?? `LoRA fine-tuning of ${job.baseName}`,

@@ -33,8 +33,10 @@ const flags = {
   "grad-accum": { type: "integer", help: "batches per update", min: 1, default: 1 },
   "clip-norm": { type: "number", help: "clip gradients to this global norm", above: 0 },
   "train-on": { type: "string", help: "which tokens count in the loss", choices: ["all", "response"], default: "all" },
+  "checkpoint-activations": { type: "boolean", help: "recompute each block's activations in the backward pass: less memory, about one more forward pass" },
   "checkpoint-every": { type: "integer", help: "write a checkpoint every N updates (and at the end)", min: 1, default: 100 },
   resume: { type: "boolean", help: "continue from the latest checkpoint in --out" },
+  profile: { type: "boolean", help: "print the time per op kind of a training update (mean of the updates after the first)" },
   "dry-run": { type: "boolean", help: "print the plan and stop" },
 } satisfies FlagSpecs;
 
@@ -84,6 +86,7 @@ export const finetuneCommand: Command = {
           warmupSteps: f["warmup-steps"] as number, gradientAccumulation: f["grad-accum"] as number,
           clipNorm: f["clip-norm"] as number | undefined, shuffle: Boolean(f.shuffle), seed: f.seed as number,
           checkpointEvery: f["checkpoint-every"] as number, resume: Boolean(f.resume),
+          checkpointActivations: Boolean(f["checkpoint-activations"]), profile: Boolean(f.profile),
         },
         out: path.resolve(f.out as string),
         prompts: dataset.plan.format === "dolly" || dataset.plan.format === "alpaca" ? WALKTHROUGH_PROMPTS : dataset.eval.slice(0, 2).map((e) => e.prompt),
