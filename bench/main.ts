@@ -2,6 +2,7 @@
 // JSON lines (see common.ts).
 import { benchDecode270m } from "./decode.js";
 import { benchGemm } from "./gemm.js";
+import { benchSeed270m } from "./seed.js";
 import { benchTrain270m, benchTrainTiny } from "./train.js";
 
 const BENCHES: Record<string, () => Promise<void>> = {
@@ -9,6 +10,7 @@ const BENCHES: Record<string, () => Promise<void>> = {
   "decode-270m": benchDecode270m,
   "train-tiny": benchTrainTiny,
   "train-270m": benchTrain270m,
+  "seed-270m": benchSeed270m,
 };
 
 async function main(argv: string[]): Promise<void> {
