@@ -1,5 +1,7 @@
 // Helpers shared by the benchmarks: each benchmark prints one JSON line per measurement.
 import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
 
 /** One measurement: ours vs a peer in the same unit; ratio = ours/peer (higher is better for us). */
 export interface BenchLine {
@@ -40,10 +42,7 @@ export function round(x: number, digits = 3): number {
  * numpy (see the environment notes), and the peer should run at its best.
  */
 export function runPython(script: string, timeoutMs = 600_000): unknown {
-  const env = { ...process.env };
-  delete env.OPENBLAS_CORETYPE;
-  delete env.OPENBLAS_L2_SIZE;
-  const r = spawnSync("python3", ["-c", script], { env, encoding: "utf8", timeout: timeoutMs, maxBuffer: 64 << 20 });
+  const r = spawnSync("python3", ["-c", script], { env: withoutOpenblasOverrides(), encoding: "utf8", timeout: timeoutMs, maxBuffer: 64 << 20 });
   if (r.error || r.status !== 0) return null;
   const lines = r.stdout.trim().split("\n").reverse();
   for (const l of lines) {
@@ -54,4 +53,57 @@ export function runPython(script: string, timeoutMs = 600_000): unknown {
     }
   }
   return null;
+}
+
+/** Set on some machines for old OpenBLAS builds (see the environment notes); they slow a current one. */
+const OPENBLAS_OVERRIDES = ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"];
+
+export function withoutOpenblasOverrides(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const name of OPENBLAS_OVERRIDES) delete env[name];
+  return env;
+}
+
+/**
+ * The PyTorch peer measured twice where this machine sets the OpenBLAS overrides: `asIs` runs
+ * ../shared/bench/run-peer.sh in this environment, as the benchmark's definition says, and `best`
+ * without the overrides, so OpenBLAS picks its own (faster) kernel. Where they are not set, both
+ * are the one run. Null where the peer cannot run, or when BENCH_PEER=0 skips it.
+ */
+export interface PeerRuns {
+  asIs: Record<string, unknown> | null;
+  best: Record<string, unknown> | null;
+}
+
+export function runPeer(mode: "gen" | "train", shape: string): PeerRuns {
+  const script = path.resolve("..", "shared", "bench", "run-peer.sh");
+  if (process.env.BENCH_PEER === "0" || !fs.existsSync(script)) return { asIs: null, best: null };
+  const run = (env: NodeJS.ProcessEnv) => {
+    const r = spawnSync("bash", [script, mode, shape], { env, encoding: "utf8", timeout: 3_600_000, maxBuffer: 64 << 20 });
+    if (r.status !== 0) return null;
+    try {
+      return JSON.parse(r.stdout.trim().split("\n").pop() ?? "") as Record<string, unknown>;
+    } catch {
+      return null;
+    }
+  };
+  const asIs = run(process.env);
+  const overridden = OPENBLAS_OVERRIDES.some((name) => process.env[name] !== undefined);
+  return { asIs, best: overridden ? run(withoutOpenblasOverrides()) : asIs };
+}
+
+/** The peer's figures for a line: `key` is its throughput field, `ours` our throughput in the same unit. */
+export function peerFields(peer: PeerRuns, key: string, ours: number): Pick<BenchLine, "peer" | "ratio"> & Record<string, unknown> {
+  const value = (r: Record<string, unknown> | null, k: string) => (typeof r?.[k] === "number" ? (r[k] as number) : null);
+  const asIs = value(peer.asIs, key), best = value(peer.best, key);
+  return {
+    peer: asIs,
+    ratio: asIs ? round(ours / asIs) : null,
+    peer_peak_rss_mb: value(peer.asIs, "peak_rss_mb"),
+    peer_sgemm_gflops: value(peer.asIs, "sgemm_probe_gflops"),
+    peer_best: best,
+    ratio_best: best ? round(ours / best) : null,
+    peer_best_sgemm_gflops: value(peer.best, "sgemm_probe_gflops"),
+    peer_note: peer.asIs ? undefined : "peer not available (needs ../shared/bench/run-peer.sh and PyTorch) or skipped (BENCH_PEER=0)",
+  };
 }

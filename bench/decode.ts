@@ -1,16 +1,13 @@
 // decode-270m: greedy decoding (16-token prompt, 128 new tokens) on the Gemma-3-270M-like shape of
 // ../shared/bench/peer_torch.py with random bf16 weights, against the PyTorch peer in the same run,
 // and against the memory-bandwidth bound: each new token must stream every matrix once.
-import { spawnSync } from "node:child_process";
-import fs from "node:fs";
-import path from "node:path";
 import { native } from "../src/backend/native.js";
 import { TextGenerator } from "../src/generation/generate.js";
 import { Random } from "../src/generation/random.js";
 import { expectedWeightShapes, type ModelConfig } from "../src/models/config.js";
 import { GemmaModel } from "../src/models/gemma.js";
 import { Tensor } from "../src/tensor.js";
-import { emit, median, peakRssMb, round } from "./common.js";
+import { emit, median, peakRssMb, peerFields, round, runPeer } from "./common.js";
 
 export const SHAPE_270M: ModelConfig = {
   modelType: "gemma", architecture: "GemmaForCausalLM",
@@ -19,37 +16,30 @@ export const SHAPE_270M: ModelConfig = {
   bosTokenId: 2, eosTokenIds: [1], padTokenId: 0, torchDtype: "bfloat16",
 };
 
-/** A model of `config` with random weights: matrices bf16 normal(0, 0.02), norms f32 zero. */
+/**
+ * A model of `config` with random weights: matrices bf16 normal(0, 0.02), norms f32 zero. The
+ * matrices are cut from one pool of 2^24 normal draws at random offsets: drawing all 2.5 billion of
+ * a 2B model one by one took minutes, and timings do not depend on the values.
+ */
 export function randomModel(config: ModelConfig, seed = 0): GemmaModel {
   const rng = new Random(seed);
+  const pool = new Uint16Array(1 << 24);
+  const draws = new Float32Array(pool.length);
+  for (let i = 0; i < draws.length; i++) draws[i] = rng.normal() * 0.02;
+  native.f32ToBf16(draws.length, draws, pool);
   const shapes = expectedWeightShapes(config);
-  const chunk = new Float32Array(1 << 20);
   return GemmaModel.fromWeights(config, (name) => {
     const shape = shapes.get(name)!;
     if (shape.length === 1) return Tensor.zeros(shape);
     const t = Tensor.empty(shape, "bf16");
     const data = t.data as Uint16Array;
-    for (let at = 0; at < data.length; at += chunk.length) {
-      const n = Math.min(chunk.length, data.length - at);
-      for (let i = 0; i < n; i++) chunk[i] = rng.normal() * 0.02;
-      native.f32ToBf16(n, chunk, data.subarray(at, at + n));
+    for (let at = 0; at < data.length; at += pool.length >> 1) {
+      const n = Math.min(pool.length >> 1, data.length - at);
+      const from = Math.floor(rng.next() * (pool.length >> 1));
+      data.set(pool.subarray(from, from + n), at);
     }
     return t;
   });
-}
-
-/** The peer's JSON line from ../shared/bench/run-peer.sh, or null where it cannot run. */
-export function runPeer(mode: "gen" | "train", shape: string): Record<string, unknown> | null {
-  const script = path.resolve("..", "shared", "bench", "run-peer.sh");
-  if (!fs.existsSync(script)) return null;
-  const r = spawnSync("bash", [script, mode, shape], { encoding: "utf8", timeout: 3_600_000, maxBuffer: 64 << 20 });
-  if (r.status !== 0) return null;
-  const last = r.stdout.trim().split("\n").pop();
-  try {
-    return JSON.parse(last ?? "") as Record<string, unknown>;
-  } catch {
-    return null;
-  }
 }
 
 /** GB/s of streaming a bf16 matrix through a one-row product: what decoding can reach at best. */
@@ -91,13 +81,11 @@ export async function benchDecode270m(): Promise<void> {
   const bound = (bandwidth * 1e9) / matrixBytes;
   const oursRss = peakRssMb();
   const peer = runPeer("gen", "270m");
-  const peerTokPerS = typeof peer?.decode_tok_s === "number" ? peer.decode_tok_s : null;
   emit({
     name: "decode-270m",
     ours: round(decodeTokPerS),
-    peer: peerTokPerS,
     unit: "tok/s",
-    ratio: peerTokPerS ? round(decodeTokPerS / peerTokPerS) : null,
+    ...peerFields(peer, "decode_tok_s", decodeTokPerS),
     prefill_ms: round(median(prefill) * 1000),
     end_to_end_tok_s: round(128 / median(total)),
     weights_streamed_mb: round(matrixBytes / 2 ** 20),
@@ -106,7 +94,5 @@ export async function benchDecode270m(): Promise<void> {
     fraction_of_bound: round(decodeTokPerS / bound),
     threads: native.numThreads(),
     peak_rss_mb: Math.round(oursRss),
-    peer_peak_rss_mb: typeof peer?.peak_rss_mb === "number" ? peer.peak_rss_mb : null,
-    peer_note: peer ? undefined : "peer not available (needs ../shared/bench/run-peer.sh and PyTorch)",
   });
 }
