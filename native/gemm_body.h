@@ -400,8 +400,9 @@ static void small_dispatch(const Small& S, const T* W, bool par) {
   const long n = S.N, per = S.w_rows_along_k ? 16 : 512;
   const long grain = std::max<long>(per, ((n + 7) / 8 + per - 1) / per * per);
   run(size_t(n), size_t(grain), par, [&](size_t b, size_t e) {
-    // Up to four rows of W streamed together, m x JB accumulators staying within the registers.
-    if (S.w_rows_along_k) small_rows<m, (m <= 2 ? 4 : m <= 4 ? 2 : 1), 1>(S, ae, W, long(b), long(e));
+    // Up to eight rows of W streamed together, m x JB x U accumulators staying within the registers;
+    // for one row, 8 x 2 of them measured 15% faster than 4 x 1 at K = 640 (less per-row overhead).
+    if (S.w_rows_along_k) small_rows<m, (m == 1 ? 8 : m <= 2 ? 4 : m <= 4 ? 2 : 1), (m == 1 ? 2 : 1)>(S, ae, W, long(b), long(e));
     else small_cols<m>(S, W, long(b), long(e));
   });
 }

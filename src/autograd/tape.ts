@@ -90,6 +90,11 @@ export function record<T>(forward: () => T): { result: T; tape: Tape } {
   }
 }
 
+/** Whether a tape is recording (a forward pass whose backward will follow). */
+export function recording(): boolean {
+  return active !== null;
+}
+
 /**
  * The tape an op should record on, or null: only while recording and when an input needs a gradient.
  * Marks `output` as needing a gradient in that case.

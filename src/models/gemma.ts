@@ -7,10 +7,13 @@ import { Tensor } from "../tensor.js";
 import { enableLora, type LoraOptions } from "../lora/lora.js";
 import type { ModelConfig } from "./config.js";
 import { formatSummary, summarize, type LoraSpec } from "./summary.js";
-import { KVCache, Linear } from "./layers.js";
+import { KVCache, Linear, StackedLinears } from "./layers.js";
 import type { CausalLM, ForwardOptions } from "./model.js";
 
 export class GemmaBlock {
+  private readonly qkv: StackedLinears | null;
+  private readonly gateUp: StackedLinears | null;
+
   constructor(
     readonly config: ModelConfig,
     readonly inputNorm: Tensor,
@@ -22,22 +25,24 @@ export class GemmaBlock {
     readonly gate: Linear,
     readonly up: Linear,
     readonly down: Linear,
-  ) {}
+  ) {
+    this.qkv = StackedLinears.stack([q, k, v]);
+    this.gateUp = StackedLinears.stack([gate, up]);
+  }
 
   forward(h: Tensor, layer: number, positions: Int32Array, cache?: KVCache): Tensor {
     const c = this.config;
     const x = rmsnorm(h, this.inputNorm, c.rmsNormEps, true);
-    const qProj = this.q.forward(x), kProj = this.k.forward(x);
+    const [qProj, kProj, v] = this.qkv ? this.qkv.forward(x) : [this.q.forward(x), this.k.forward(x), this.v.forward(x)];
     const q = rope(qProj, c.numHeads, c.headDim, c.ropeTheta, positions);
     const k = rope(kProj, c.numKvHeads, c.headDim, c.ropeTheta, positions);
-    const v = this.v.forward(x);
     const shape = { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, scale: c.headDim ** -0.5 };
     const a = cache ? cachedAttention(q, k, v, layer, cache, shape) : attention(q, k, v, shape);
     const o = this.o.forward(a);
     const hAttn = addScaled(h, o);
     dispose(x, qProj, kProj, q, k, v, a, o);
     const y = rmsnorm(hAttn, this.postAttentionNorm, c.rmsNormEps, true);
-    const gate = this.gate.forward(y), up = this.up.forward(y);
+    const [gate, up] = this.gateUp ? this.gateUp.forward(y) : [this.gate.forward(y), this.up.forward(y)];
     const m = gated(gate, up, c.activation === "silu" ? GateKind.Silu : GateKind.GeluTanh);
     const down = this.down.forward(m);
     const out = addScaled(hAttn, down);

@@ -1,7 +1,7 @@
 // Layers shared by the model families: a linear projection that can carry a LoRA adapter, and the
 // key/value cache used while generating.
 import { addScaled, linear, reshape } from "../autograd/ops.js";
-import { dispose } from "../autograd/tape.js";
+import { dispose, recording } from "../autograd/tape.js";
 import { Tensor } from "../tensor.js";
 
 /**
@@ -36,7 +36,11 @@ export class Linear {
   }
 
   forward(x: Tensor): Tensor {
-    const y = linear(x, this.weight);
+    return this.addLora(x, linear(x, this.weight));
+  }
+
+  /** y + the adapter's update of x, or y itself without an adapter. */
+  addLora(x: Tensor, y: Tensor): Tensor {
     if (!this.lora) return y;
     const { A, B, scale, groups } = this.lora;
     const T = x.shape[0]!;
@@ -46,6 +50,50 @@ export class Linear {
     const out = addScaled(y, delta, scale);
     dispose(y, delta);
     return out;
+  }
+}
+
+/**
+ * Projections of the same input (q, k, v; gate, up) whose weights lie one after another in one
+ * buffer, each Linear's weight a view of its rows. Outside training one product with the whole
+ * buffer computes them all: a decoding step then makes one pass over the rows rather than one per
+ * projection, each pass waking the threads. Training runs each projection on its own, as usual.
+ */
+export class StackedLinears {
+  private constructor(readonly linears: readonly Linear[], private readonly stacked: Tensor) {}
+
+  /** Moves the weights into one buffer; null when they differ in dtype or input size. */
+  static stack(linears: readonly Linear[]): StackedLinears | null {
+    const [first] = linears;
+    if (!first || linears.some((l) => l.weight.dtype !== first.weight.dtype || l.inFeatures !== first.inFeatures)) return null;
+    if (new Set(linears.map((l) => l.weight.data.buffer)).size !== linears.length) return null;
+    const rows = linears.reduce((n, l) => n + l.outFeatures, 0);
+    const stacked = Tensor.empty([rows, first.inFeatures], first.weight.dtype);
+    let at = 0;
+    for (const l of linears) {
+      const own = l.weight, size = own.size;
+      stacked.data.set(own.data, at);
+      l.weight = new Tensor(own.shape, own.dtype, stacked.data.subarray(at, at + size));
+      own.release();
+      at += size;
+    }
+    return new StackedLinears(linears, stacked);
+  }
+
+  forward(x: Tensor): Tensor[] {
+    if (recording()) return this.linears.map((l) => l.forward(x));
+    const T = x.shape[0]!, rows = this.stacked.shape[0]!;
+    const all = linear(x, this.stacked);
+    let column = 0;
+    const outs = this.linears.map((l) => {
+      const width = l.outFeatures;
+      const y = Tensor.empty([T, width]);
+      for (let t = 0; t < T; t++) y.f32.set(all.f32.subarray(t * rows + column, t * rows + column + width), t * width);
+      column += width;
+      return l.addLora(x, y);
+    });
+    all.release();
+    return outs;
   }
 }
 
