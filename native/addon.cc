@@ -35,12 +35,12 @@ std::unordered_map<void*, Block*>& live_blocks() {
   return *blocks;
 }
 
-void give_back(napi_env env, Block* block) {
+void give_back(napi_env env, Block* block, bool reuse = true) {
   if (block->released) return;
   block->released = true;
   live_blocks().erase(block->data);
   live_bytes -= block->capacity;
-  release(block->data, block->capacity);
+  release(block->data, block->capacity, reuse);
   napi_adjust_external_memory(env, -static_cast<int64_t>(block->capacity), nullptr);
 }
 
@@ -72,8 +72,10 @@ void alloc(Args& a) {
   a.result = buf;
 }
 
-// release(buffer): gives an alloc() buffer's memory back now instead of at garbage collection.
-// The buffer is detached first, so any later use sees an empty array, never reused memory.
+// release(buffer, reuse = true): gives an alloc() buffer's memory back now instead of at garbage
+// collection: kept for reuse, or returned to the system when `reuse` is false (memory of a size
+// that will not be asked for again, such as a weight moved elsewhere). The buffer is detached
+// first, so any later use sees an empty array, never reused memory.
 void release_buffer(Args& a) {
   if (a.count() < 1) throw Error("argument buffer is missing");
   napi_value buf = a.value(0);
@@ -89,8 +91,9 @@ void release_buffer(Args& a) {
   auto it = live_blocks().find(data);
   check(it != live_blocks().end(), "this ArrayBuffer was not made by alloc()");
   Block* block = it->second;
+  const bool reuse = a.count() < 2 || a.boolean(1, "reuse");
   check(napi_detach_arraybuffer(a.env, buf) == napi_ok, "this ArrayBuffer cannot be released");
-  give_back(a.env, block);
+  give_back(a.env, block, reuse);
 }
 
 void cached_bytes_of(Args& a) { napi_create_double(a.env, static_cast<double>(cached_bytes()), &a.result); }

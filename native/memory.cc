@@ -75,9 +75,9 @@ void* allocate(size_t bytes, bool zero, size_t* capacity) {
   return p;
 }
 
-void release(void* p, size_t capacity) {
+void release(void* p, size_t capacity, bool reuse) {
   Cache& c = cache();
-  {
+  if (reuse) {
     std::lock_guard<std::mutex> lock(c.mutex);
     if (c.bytes + capacity <= c.limit) {
       c.free[capacity].push_back(p);

@@ -7,8 +7,9 @@ namespace lt {
 
 // A 64-byte aligned block of at least `bytes`; zero-filled when `zero`. Returns nullptr when out of memory.
 void* allocate(size_t bytes, bool zero, size_t* capacity);
-// Returns a block from allocate() with the capacity it reported.
-void release(void* p, size_t capacity);
+// Returns a block from allocate() with the capacity it reported, kept for reuse when `reuse` (and
+// the cache has room), else given back to the system at once.
+void release(void* p, size_t capacity, bool reuse = true);
 // Bytes held in the free lists.
 size_t cached_bytes();
 

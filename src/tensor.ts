@@ -117,11 +117,12 @@ export class Tensor {
   }
 
   /**
-   * Gives the memory back for reuse now, rather than at garbage collection. The tensor (and any
-   * view of it) is empty afterwards; kernels given it fail their size checks.
+   * Gives the memory back now, rather than at garbage collection: kept for reuse by tensors of
+   * about the same size, or returned to the system when `reuse` is false (a size not asked for
+   * again). The tensor (and any view of it) is empty afterwards; kernels given it fail their size checks.
    */
-  release(): void {
-    native.release(this.data.buffer as ArrayBuffer);
+  release(reuse = true): void {
+    native.release(this.data.buffer as ArrayBuffer, reuse);
   }
 
   /** Same data, another shape with as many elements. */

@@ -22,8 +22,11 @@ export const enum AdamVariant {
 export interface NativeKernels {
   /** 64-byte aligned native memory, zero-filled unless `zero` is false. Freed blocks are reused. */
   alloc(bytes: number, zero?: boolean): ArrayBuffer;
-  /** Gives an alloc() buffer back for reuse now (it is detached: later reads see an empty array). */
-  release(buffer: ArrayBuffer): void;
+  /**
+   * Gives an alloc() buffer back now (it is detached: later reads see an empty array), kept for
+   * reuse, or returned to the system when `reuse` is false.
+   */
+  release(buffer: ArrayBuffer, reuse?: boolean): void;
   /** Bytes of released memory kept for reuse. */
   cachedBytes(): number;
   /** Bytes held by alloc() buffers not yet released or collected (size classes included). */

@@ -74,7 +74,7 @@ export class StackedLinears {
       const own = l.weight, size = own.size;
       stacked.data.set(own.data, at);
       l.weight = new Tensor(own.shape, own.dtype, stacked.data.subarray(at, at + size));
-      own.release();
+      own.release(false); // weights are not reallocated: keeping the memory would only add to the RSS
       at += size;
     }
     return new StackedLinears(linears, stacked);
