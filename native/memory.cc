@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <unordered_map>
+#include <map>
 #include <vector>
 
 namespace lt {
@@ -27,7 +27,7 @@ size_t size_class(size_t bytes) {
 
 struct Cache {
   std::mutex mutex;
-  std::unordered_map<size_t, std::vector<void*>> free;
+  std::map<size_t, std::vector<void*>> free;  // by capacity, ordered for best-fit lookups
   size_t bytes = 0;
   size_t limit;
   Cache() {
@@ -61,11 +61,15 @@ void* allocate(size_t bytes, bool zero, size_t* capacity) {
   Cache& c = cache();
   {
     std::lock_guard<std::mutex> lock(c.mutex);
-    auto it = c.free.find(cls);
-    if (it != c.free.end() && !it->second.empty()) {
+    // The smallest cached block of this class or up to twice its size: training on sequences of
+    // varying length asks for ever new sizes, and fresh pages for each cost more than the slack
+    // (seed-270m: 0.93 s per step against 0.44 s at one fixed length).
+    for (auto it = c.free.lower_bound(cls); it != c.free.end() && it->first <= 2 * cls; ++it) {
+      if (it->second.empty()) continue;
       void* p = it->second.back();
       it->second.pop_back();
-      c.bytes -= cls;
+      *capacity = it->first;
+      c.bytes -= it->first;
       if (zero) std::memset(p, 0, bytes);
       return p;
     }

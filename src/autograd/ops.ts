@@ -185,13 +185,13 @@ export function lmHeadCrossEntropy(hidden: Tensor, head: Tensor, targets: Int32A
   const dHead = tape && head.requiresGrad ? Tensor.zeros(head.shape) : null;
 
   const chunk = Math.min(chunkRows(vocab), Math.max(1, count));
-  const h = new Float32Array(native.alloc(chunk * dim * 4));
-  const logits = new Float32Array(native.alloc(chunk * vocab * 4));
+  const h = new Float32Array(native.alloc(chunk * dim * 4, false));
+  const logits = new Float32Array(native.alloc(chunk * vocab * 4, false));
   const chunkTargets = new Int32Array(chunk);
   const chunkLoss = new Float32Array(chunk);
   const argmax = new Int32Array(chunk);
   const gradScale = tape ? new Float32Array(chunk).fill(1 / Math.max(1, count)) : null;
-  const dh = dHidden ? new Float32Array(native.alloc(chunk * dim * 4)) : null;
+  const dh = dHidden ? new Float32Array(native.alloc(chunk * dim * 4, false)) : null;
   let total = 0;
   let correct = 0;
   for (let start = 0; start < count; start += chunk) {
