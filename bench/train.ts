@@ -6,7 +6,7 @@ import { record } from "../src/autograd/tape.js";
 import { native } from "../src/backend/native.js";
 import { enableLora, trainableParameters } from "../src/lora/lora.js";
 import type { ModelConfig } from "../src/models/config.js";
-import { tidy } from "../src/tensor.js";
+import { memoryInUse, peakMemoryInUse, tidy } from "../src/tensor.js";
 import { AdamW } from "../src/training/optimizer.js";
 import { emit, median, peakRssMb, peerFields, round, runPeer } from "./common.js";
 import { randomModel, SHAPE_270M } from "./decode.js";
@@ -42,7 +42,7 @@ function gemmProbe(): number {
 async function benchTrain(name: string, config: ModelConfig, peerShape: string, steps: number, checkpointActivations = false): Promise<void> {
   const T = 512;
   const model = randomModel(config);
-  const modelBytes = native.liveBytes();
+  const modelBytes = memoryInUse();
   enableLora(model, { rank: 4, targets: ["q_proj", "v_proj"] });
   const params = trainableParameters(model);
   const optimizer = new AdamW(params, { learningRate: 1e-4 });
@@ -52,14 +52,14 @@ async function benchTrain(name: string, config: ModelConfig, peerShape: string, 
   let stepPeakBytes = 0;
   for (let s = 0; s <= steps; s++) {
     const t = performance.now();
-    const before = native.liveBytes();
-    native.peakLiveBytes(true);
+    const before = memoryInUse();
+    peakMemoryInUse(true);
     tidy(() => {
       const { result, tape } = record(() => lmHeadCrossEntropy(model.forward(ids, { checkpointActivations }), model.lmHead, targets));
       tape.backward(result.loss);
     }, () => Array.from(params.values(), (p) => p.grad));
     optimizer.step();
-    stepPeakBytes = Math.max(stepPeakBytes, native.peakLiveBytes() - before);
+    stepPeakBytes = Math.max(stepPeakBytes, peakMemoryInUse() - before);
     if (s > 0) times.push((performance.now() - t) / 1000); // step 0 warms up
   }
   const step = median(times);

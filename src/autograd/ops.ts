@@ -1,7 +1,7 @@
 // Differentiable fused ops. Each computes its forward with one native kernel and, when recording,
 // saves what its backward kernel needs. Shapes: activations are [T, features] row-major f32.
 import { GateKind, native } from "../backend/native.js";
-import { Tensor } from "../tensor.js";
+import { releaseData, Tensor } from "../tensor.js";
 import { accumulateGrad, addGrad, tapeFor } from "./tape.js";
 
 function dims2(t: Tensor, what: string): [number, number] {
@@ -185,13 +185,13 @@ export function lmHeadCrossEntropy(hidden: Tensor, head: Tensor, targets: Int32A
   const dHead = tape && head.requiresGrad ? Tensor.zeros(head.shape) : null;
 
   const chunk = Math.min(chunkRows(vocab), Math.max(1, count));
-  const h = new Float32Array(native.alloc(chunk * dim * 4, false));
-  const logits = new Float32Array(native.alloc(chunk * vocab * 4, false));
+  const h = Tensor.empty([chunk * dim]).f32;
+  const logits = Tensor.empty([chunk * vocab]).f32;
   const chunkTargets = new Int32Array(chunk);
   const chunkLoss = new Float32Array(chunk);
   const argmax = new Int32Array(chunk);
   const gradScale = tape ? new Float32Array(chunk).fill(1 / Math.max(1, count)) : null;
-  const dh = dHidden ? new Float32Array(native.alloc(chunk * dim * 4, false)) : null;
+  const dh = dHidden ? Tensor.empty([chunk * dim]).f32 : null;
   let total = 0;
   let correct = 0;
   for (let start = 0; start < count; start += chunk) {
@@ -214,7 +214,7 @@ export function lmHeadCrossEntropy(hidden: Tensor, head: Tensor, targets: Int32A
     }
     if (dHead) native.gemm(true, false, vocab, dim, n, 1, logits, vocab, h, dim, 1, dHead.f32, dim);
   }
-  for (const scratch of [h, logits, dh]) if (scratch) native.release(scratch.buffer as ArrayBuffer);
+  for (const scratch of [h, logits, dh]) if (scratch) releaseData(scratch);
   loss.f32[0] = count > 0 ? total / count : 0;
   tape?.record(loss, [], () => {
     const g = loss.grad ? loss.grad.f32[0]! : 0;

@@ -7,7 +7,7 @@
 // gradient, that memory goes back to the allocator. The backward pass therefore holds only the
 // activations still ahead of it, rather than every activation and gradient of the step at once.
 import { native } from "../backend/native.js";
-import { Tensor, tidy } from "../tensor.js";
+import { releaseData, Tensor, tidy, type TensorData } from "../tensor.js";
 
 interface Step {
   output: Tensor;
@@ -55,12 +55,12 @@ export class Tape {
   backwardFrom(output: Tensor, grad: Tensor): void {
     output.grad = grad;
     // The step that reads a buffer last in the backward pass is the oldest step that saves it.
-    const lastReader = new Map<ArrayBufferLike, number>();
+    const lastReader = new Map<ArrayBufferLike, { step: number; data: TensorData }>();
     this.steps.forEach((s, i) => {
-      for (const t of s.saved) if (!lastReader.has(t.data.buffer)) lastReader.set(t.data.buffer, i);
+      for (const t of s.saved) if (!lastReader.has(t.data.buffer)) lastReader.set(t.data.buffer, { step: i, data: t.data });
     });
-    const dueAfter: ArrayBufferLike[][] = this.steps.map(() => []);
-    for (const [buffer, i] of lastReader) if (this.owned.has(buffer)) dueAfter[i]!.push(buffer);
+    const dueAfter: TensorData[][] = this.steps.map(() => []);
+    for (const [buffer, { step, data }] of lastReader) if (this.owned.has(buffer)) dueAfter[step]!.push(data);
 
     for (let i = this.steps.length - 1; i >= 0; i--) {
       const step = this.steps[i]!;
@@ -68,7 +68,7 @@ export class Tape {
       // Every reader of the output ran before its producer, so its gradient is complete and spent.
       step.output.grad?.release();
       step.output.grad = null;
-      for (const buffer of dueAfter[i]!) native.release(buffer as ArrayBuffer);
+      for (const data of dueAfter[i]!) releaseData(data);
     }
     this.steps = [];
     this.owned.clear();
