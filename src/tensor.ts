@@ -1,5 +1,6 @@
 // Tensors: a shape, a dtype and data in native memory (64-byte aligned, from the addon).
 // f32 for activations and trainable weights, bf16 (as Uint16Array) for frozen weights, i32 for ids.
+import os from "node:os";
 import { native } from "./backend/native.js";
 
 export type DType = "f32" | "bf16" | "i32";
@@ -30,8 +31,8 @@ const atHand = new WeakSet<ArrayBufferLike>();
 const leases = new WeakMap<ArrayBufferLike, TensorData>();
 let pooledBytes = 0;
 let peakInUse = 0;
-/** Beyond this, given-back buffers go back to the addon (which caches or frees them). */
-const POOL_LIMIT = 2 ** 31;
+/** Beyond this, given-back buffers go back to the addon (which caches or frees them): an eighth of the memory, as the addon's cache. */
+const POOL_LIMIT = os.totalmem() / 8;
 
 /** Byte lengths round up to a class, as the addon's do: 64-byte steps when small, else four per power of two. */
 function sizeClass(bytes: number): number {

@@ -96,3 +96,33 @@ describe("tape memory", () => {
     assert.ok(!result.loss.released && result.loss.size === 1, "the loss stays readable");
   });
 });
+
+describe("tensor memory", () => {
+  it("leases a given-back buffer again, and a stale release frees nothing", () => {
+    const a = Tensor.empty([1000]);
+    a.release();
+    const b = Tensor.zeros([1000]);
+    assert.equal(b.data.buffer, a.data.buffer, "the buffer is reused");
+    assert.ok(a.released && !b.released);
+    assert.deepEqual(Array.from(b.f32.subarray(0, 4)), [0, 0, 0, 0], "zeros() clears a reused buffer");
+    a.release(); // stale: a's lease ended
+    const c = Tensor.empty([1000]);
+    assert.notEqual(c.data.buffer, b.data.buffer, "b keeps its memory");
+    b.release();
+    c.release();
+  });
+
+  it("tidy() gives back what it leased once, even when a buffer was leased twice inside it", () => {
+    const kept = tidy(() => {
+      const first = Tensor.empty([500]);
+      first.release();
+      return Tensor.from(Array.from({ length: 500 }, (_, i) => i)); // likely first's buffer again
+    });
+    assert.ok(!kept.released);
+    assert.equal(kept.f32[499], 499);
+    const next = Tensor.empty([500]);
+    assert.notEqual(next.data.buffer, kept.data.buffer, "the kept tensor's buffer is not at hand");
+    next.release();
+    kept.release();
+  });
+});
