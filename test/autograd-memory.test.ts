@@ -2,7 +2,6 @@
 // last time, and activation checkpointing recomputes a block's activations with the same results.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { native } from "../src/backend/native.js";
 import { gated, linear, lmHeadCrossEntropy, rmsnorm } from "../src/autograd/ops.js";
 import { checkpoint, record } from "../src/autograd/tape.js";
 import { GateKind } from "../src/backend/native.js";
