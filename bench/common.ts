@@ -55,6 +55,18 @@ export function runPython(script: string, timeoutMs = 600_000): unknown {
   return null;
 }
 
+/** The object on the last line of a peer's output, or null when it is not JSON. */
+export function lastJsonLine(stdout: string): Record<string, unknown> | null {
+  try {
+    return JSON.parse(stdout.trim().split("\n").pop() ?? "") as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether BENCH_PEER=0 asks to measure ours alone. */
+export const peerSkipped = (): boolean => process.env.BENCH_PEER === "0";
+
 /** Set on some machines for old OpenBLAS builds (see the environment notes); they slow a current one. */
 const OPENBLAS_OVERRIDES = ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"];
 
@@ -77,15 +89,10 @@ export interface PeerRuns {
 
 export function runPeer(mode: "gen" | "train", shape: string): PeerRuns {
   const script = path.resolve("..", "shared", "bench", "run-peer.sh");
-  if (process.env.BENCH_PEER === "0" || !fs.existsSync(script)) return { asIs: null, best: null };
+  if (peerSkipped() || !fs.existsSync(script)) return { asIs: null, best: null };
   const run = (env: NodeJS.ProcessEnv) => {
     const r = spawnSync("bash", [script, mode, shape], { env, encoding: "utf8", timeout: 3_600_000, maxBuffer: 64 << 20 });
-    if (r.status !== 0) return null;
-    try {
-      return JSON.parse(r.stdout.trim().split("\n").pop() ?? "") as Record<string, unknown>;
-    } catch {
-      return null;
-    }
+    return r.status === 0 ? lastJsonLine(r.stdout) : null;
   };
   const asIs = run(process.env);
   const overridden = OPENBLAS_OVERRIDES.some((name) => process.env[name] !== undefined);

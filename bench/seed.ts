@@ -17,7 +17,7 @@ import { enableLora } from "../src/lora/lora.js";
 import { Tokenizer } from "../src/tokenizer/tokenizer.js";
 import { tokenizeExamples } from "../src/training/batches.js";
 import { fit, type FitOptions } from "../src/training/trainer.js";
-import { emit, peakRssMb, round } from "./common.js";
+import { emit, lastJsonLine, peakRssMb, peerSkipped, round, withoutOpenblasOverrides } from "./common.js";
 import { randomModel, SHAPE_270M } from "./decode.js";
 
 const SEQ_LEN = 512;
@@ -37,23 +37,15 @@ const seconds = (since: number) => (performance.now() - since) / 1000;
 /** The peer's JSON line from bench/peer_seed.py over the sequences in `sequencesFile`, or null where it cannot run. */
 function runSeedPeer(root: string, sequencesFile: string): Record<string, unknown> | null {
   const python = "/usr/bin/python3";
-  if (!fs.existsSync(python) || !fs.existsSync(path.resolve(root, "..", "shared", "bench", "peer_torch.py"))) return null;
-  // As run-peer.sh: tcmalloc preloaded, 2 threads. The OPENBLAS_* overrides some machines set slow a
-  // current OpenBLAS down (common.ts), and the peer should run at its best.
-  const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: "2", TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD: String(2 ** 40) };
-  delete env.OPENBLAS_CORETYPE;
-  delete env.OPENBLAS_L2_SIZE;
+  if (peerSkipped() || !fs.existsSync(python) || !fs.existsSync(path.resolve(root, "..", "shared", "bench", "peer_torch.py"))) return null;
+  // As run-peer.sh: tcmalloc preloaded, 2 threads; and at its best, without the OpenBLAS overrides (common.ts).
+  const env: NodeJS.ProcessEnv = { ...withoutOpenblasOverrides(), OMP_NUM_THREADS: "2", TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD: String(2 ** 40) };
   if (fs.existsSync(TCMALLOC)) env.LD_PRELOAD = TCMALLOC;
   else delete env.LD_PRELOAD;
   const r = spawnSync(python, [path.join(root, "bench", "peer_seed.py"), sequencesFile], {
     env, encoding: "utf8", timeout: 3 * 3_600_000, maxBuffer: 64 << 20, stdio: ["ignore", "pipe", "inherit"],
   });
-  if (r.status !== 0) return null;
-  try {
-    return JSON.parse(r.stdout.trim().split("\n").pop() ?? "") as Record<string, unknown>;
-  } catch {
-    return null;
-  }
+  return r.status === 0 ? lastJsonLine(r.stdout) : null;
 }
 
 export async function benchSeed270m(): Promise<void> {
@@ -124,6 +116,6 @@ export async function benchSeed270m(): Promise<void> {
     peer_foreign_cpu_share: typeof peer?.foreign_cpu_share === "number" ? peer.foreign_cpu_share : null,
     threads: native.numThreads(),
     peer_threads: typeof peer?.threads === "number" ? peer.threads : null,
-    peer_note: peer ? undefined : "peer not available (needs /usr/bin/python3 with PyTorch and ../shared/bench/peer_torch.py)",
+    peer_note: peer ? undefined : "peer not available (needs /usr/bin/python3 with PyTorch and ../shared/bench/peer_torch.py) or skipped (BENCH_PEER=0)",
   });
 }

@@ -27,8 +27,8 @@ struct Block {
   bool released = false;
 };
 
-// Bytes held by live blocks, and the most held at once since the peak was last reset.
-size_t live_bytes = 0, peak_live_bytes = 0;
+// Bytes held by live blocks.
+size_t live_bytes = 0;
 
 std::unordered_map<void*, Block*>& live_blocks() {
   static auto* blocks = new std::unordered_map<void*, Block*>();
@@ -67,7 +67,6 @@ void alloc(Args& a) {
   }
   live_blocks()[p] = block;
   live_bytes += capacity;
-  peak_live_bytes = std::max(peak_live_bytes, live_bytes);
   napi_adjust_external_memory(a.env, static_cast<int64_t>(capacity), nullptr);
   a.result = buf;
 }
@@ -100,12 +99,6 @@ void cached_bytes_of(Args& a) { napi_create_double(a.env, static_cast<double>(ca
 
 void live_bytes_of(Args& a) { napi_create_double(a.env, static_cast<double>(live_bytes), &a.result); }
 
-// peakLiveBytes(reset = false): the peak since the last reset; reset starts a new one from now.
-void peak_live_bytes_of(Args& a) {
-  napi_create_double(a.env, static_cast<double>(peak_live_bytes), &a.result);
-  if (a.count() >= 1 && a.boolean(0, "reset")) peak_live_bytes = live_bytes;
-}
-
 void get_num_threads(Args& a) { napi_create_int32(a.env, num_threads(), &a.result); }
 
 void set_threads(Args& a) {
@@ -122,7 +115,6 @@ static napi_value init(napi_env env, napi_value exports) {
   lt::define(env, exports, "release", lt::release_buffer);
   lt::define(env, exports, "cachedBytes", lt::cached_bytes_of);
   lt::define(env, exports, "liveBytes", lt::live_bytes_of);
-  lt::define(env, exports, "peakLiveBytes", lt::peak_live_bytes_of);
   lt::define(env, exports, "numThreads", lt::get_num_threads);
   lt::define(env, exports, "setNumThreads", lt::set_threads);
   lt::register_gemm(env, exports);

@@ -31,8 +31,6 @@ export interface NativeKernels {
   cachedBytes(): number;
   /** Bytes held by alloc() buffers not yet released or collected (size classes included). */
   liveBytes(): number;
-  /** The most liveBytes() held at once since the last reset; `reset` starts a new peak from now. */
-  peakLiveBytes(reset?: boolean): number;
   numThreads(): number;
   setNumThreads(threads: number): void;
   /** The GEMM micro-kernel picked at run time: "avx512", "avx2-fma" or "portable". */

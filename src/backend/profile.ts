@@ -24,7 +24,7 @@ export const OTHER_KIND = "other (JavaScript, outside kernels)";
 const MEMORY_KIND = "memory (alloc, release)";
 /** Settings and queries, not work: left unwrapped. */
 const UNMEASURED = new Set<string>([
-  "cachedBytes", "liveBytes", "peakLiveBytes", "numThreads", "setNumThreads", "gemmKernel", "setGemmKernel",
+  "cachedBytes", "liveBytes", "numThreads", "setNumThreads", "gemmKernel", "setGemmKernel",
 ]);
 /** A GEMM with M or N this small is a few matrix-vector products, with K this small a low-rank update: both bound by memory. */
 const THIN = 8;
