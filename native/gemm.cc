@@ -91,7 +91,7 @@ void run(size_t n, size_t grain, bool par, const F& f) {
 // and thin tiles beat the classic L1-sized KC = 256 by 10-20%.
 namespace gemm_avx512 {
 constexpr int VW = 16, MR = 12, NR = 32;
-constexpr long KC = 2048, MC = 48, NT = 256, NC = 1024, MB = 1008;
+constexpr long KC = 2048, MC = 48, NT = 256, NC = 1024, MB = 1008, KP = 1024;
 #define LT_AVX2_INTRINSICS 1
 #define LT_AVX512_INTRINSICS 1
 #include "gemm_body.h"
@@ -105,7 +105,7 @@ constexpr long KC = 2048, MC = 48, NT = 256, NC = 1024, MB = 1008;
 #pragma GCC target("avx2,fma")
 namespace gemm_avx2 {
 constexpr int VW = 8, MR = 6, NR = 16;  // KC halved: AVX2-only CPUs often have 256 KB of L2
-constexpr long KC = 1024, MC = 48, NT = 256, NC = 1024, MB = 1008;
+constexpr long KC = 1024, MC = 48, NT = 256, NC = 1024, MB = 1008, KP = 512;
 #define LT_AVX2_INTRINSICS 1
 #define LT_AVX512_INTRINSICS 0
 #include "gemm_body.h"
@@ -119,7 +119,7 @@ namespace gemm_portable {
 // 16-byte vectors: one register on the baseline of every 64-bit target (SSE2, NEON); wider ones
 // are split by GCC and their accumulators spill.
 constexpr int VW = 4, MR = 6, NR = 8;
-constexpr long KC = 512, MC = 60, NT = 256, NC = 1024, MB = 1020;
+constexpr long KC = 512, MC = 60, NT = 256, NC = 1024, MB = 1020, KP = 512;
 #define LT_AVX2_INTRINSICS 0
 #define LT_AVX512_INTRINSICS 0
 #include "gemm_body.h"
@@ -175,12 +175,15 @@ void scale_c(float* C, long M, long N, long ldc, float beta) {
 }
 
 void dispatch_packed(const Problem& P, bool par) {
+  // Panel by panel up to a thousand rows (measured 1.1-1.6x faster than the big packed block at
+  // 79-512 rows on the 270M and 2B shapes), unless op(B) has too few panels to share out.
+  const bool panels = P.M <= 256 || (P.M <= 1024 && P.N >= 256);
   switch (current) {
 #if defined(__x86_64__) || defined(__i386__)
-    case Isa::Avx512: gemm_avx512::gemm_packed(P, par); break;
-    case Isa::Avx2: gemm_avx2::gemm_packed(P, par); break;
+    case Isa::Avx512: panels ? gemm_avx512::gemm_panels(P, par) : gemm_avx512::gemm_packed(P, par); break;
+    case Isa::Avx2: panels ? gemm_avx2::gemm_panels(P, par) : gemm_avx2::gemm_packed(P, par); break;
 #endif
-    default: gemm_portable::gemm_packed(P, par);
+    default: panels ? gemm_portable::gemm_panels(P, par) : gemm_portable::gemm_packed(P, par);
   }
 }
 

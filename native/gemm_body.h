@@ -282,6 +282,36 @@ static void gemm_packed(const Problem& P, bool par) {
   }
 }
 
+// ---- moderate M: one panel of op(B) at a time ---------------------------------------------
+// With up to a few hundred rows in op(A), gemm_packed's big packed block of op(B) (NC x KC floats,
+// megabytes) is written to memory and read back for too few rows to pay for it. Here each thread
+// packs one NR-wide panel of op(B) into a buffer that stays in its L2 and runs every row of op(A)
+// against it, so op(B) is read from memory once and never written back. op(A) is packed per K
+// block of KP, which keeps it in L2 beside the panel for the row counts this path serves.
+static void gemm_panels(const Problem& P, bool par) {
+  const long M = P.M, N = P.N, K = P.K;
+  const long nk = (K + KP - 1) / KP, kc_max = (K + nk - 1) / nk;
+  const long panels_a = (M + MR - 1) / MR, panels_b = (N + NR - 1) / NR;
+  float* Ap = workspace(0, size_t(panels_a) * MR * kc_max);
+  for (long b = 0; b < nk; ++b) {
+    const long k0 = K * b / nk, kc = K * (b + 1) / nk - k0;
+    const float beta = b == 0 ? P.beta : 1.0f;  // later K blocks accumulate onto the first
+    run(size_t(panels_a), 1, par, [&](size_t s, size_t e) {
+      pack_a(P, long(s) * MR, std::min(M, long(e) * MR), k0, kc, Ap + s * MR * kc);
+    });
+    run(size_t(panels_b), 1, par, [&](size_t s, size_t e) {
+      float* Bp = workspace(1, size_t(NR) * kc_max);  // per thread
+      for (long p = long(s); p < long(e); ++p) {
+        const long j = p * NR, nr = std::min<long>(NR, N - j);
+        if (P.Bh) pack_b(P, P.Bh, j, j + nr, k0, kc, Bp);
+        else pack_b(P, P.Bf, j, j + nr, k0, kc, Bp);
+        for (long i = 0; i < M; i += MR)
+          kernel(kc, Ap + i * kc, Bp, P.C + i * P.ldc + j, P.ldc, std::min<long>(MR, M - i), nr, P.alpha, beta);
+      }
+    });
+  }
+}
+
 // ---- small M: stream the big operand once ----------------------------------------------------
 // With at most 8 rows in the small operand, packing costs as much as the product; instead each
 // element of the big operand W is read once from memory and used against all rows held in cache.

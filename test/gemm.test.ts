@@ -144,12 +144,15 @@ test(`gemm matches a float64 reference on odd sizes (${kernels.join(", ")})`, ()
 test(`gemm on larger, threaded products (${kernels.join(", ")})`, () => {
   let seed = 1000;
   for (const [tA, tB] of trans) {
-    check({ tA, tB, M: 70, N: 1100, K: 300, pad: 5 }, seed++, kernels); // several NC blocks, a KC tail
+    check({ tA, tB, M: 70, N: 1100, K: 300, pad: 5 }, seed++, kernels); // panel by panel, a part panel
+    check({ tA, tB, M: 520, N: 300, K: 1500, bf16: true, beta: 0.5 }, seed++, kernels); // panels, two K blocks
+    check({ tA, tB, M: 1030, N: 1040, K: 40, pad: 2 }, seed++, kernels); // packed block, several NC blocks
+    check({ tA, tB, M: 300, N: 100, K: 4500, bf16: true, beta: 0.5 }, seed++, kernels); // packed, several K blocks
     check({ tA, tB, M: 1, N: 1100, K: 520, bf16: true, beta: 2 }, seed++, kernels); // decode
     check({ tA, tB, M: 3, N: 700, K: 400, bf16: true }, seed++, kernels);
     check({ tA, tB, M: 600, N: 2, K: 500, bf16: true, pad: 1 }, seed++, kernels); // LoRA rank
     check({ tA, tB, M: 2100, N: 24, K: 260, beta: 0.5 }, seed++, kernels); // several row blocks
-    check({ tA, tB, M: 9, N: 40, K: 4500, beta: 0.5, bf16: true }, seed++, kernels); // several K blocks
+    check({ tA, tB, M: 9, N: 40, K: 4500, beta: 0.5, bf16: true }, seed++, kernels); // panels, several K blocks
   }
 });
 
