@@ -51,8 +51,8 @@ struct Small {
 // cost page faults on every product.
 float* workspace(int slot, size_t floats) {
   struct Buffers {
-    float* p[6] = {};
-    size_t n[6] = {};
+    float* p[7] = {};
+    size_t n[7] = {};
     ~Buffers() {
       for (float* q : p) std::free(q);
     }

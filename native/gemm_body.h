@@ -160,16 +160,17 @@ static void pack_b(const Problem& P, const T* B, long j, long j_end, long k0, lo
 }
 
 // ---- micro-kernel --------------------------------------------------------------------------
-// C[0:mr, 0:nr] = alpha * Ap·Bp + beta * C (C not read when beta == 0), an MR x NR block held in
-// registers; Ap and Bp are one packed panel each.
+// C[0:mr, 0:nr] = alpha * Ap·Bp + beta * C (C not read when beta == 0), an R x NR block held in
+// registers; Ap and Bp are one packed panel each. R = MR but for the last panel of a few rows.
+template <int R>
 __attribute__((noinline)) static void kernel(long kc, const float* __restrict Ap, const float* __restrict Bp,
                                              float* C, long ldc, long mr, long nr, float alpha, float beta) {
   for (long r = 0; r < mr; ++r) __builtin_prefetch(C + r * ldc, 1);  // needed after the k loop
-  vf acc[MR][NV] = {};
+  vf acc[R][NV] = {};
   for (long k = 0; k < kc; ++k) {
     vf b[NV];
     for (int v = 0; v < NV; ++v) b[v] = *reinterpret_cast<const vf*>(Bp + v * VW);
-    for (int r = 0; r < MR; ++r) {
+    for (int r = 0; r < R; ++r) {
       vf a = splat(Ap[r]);
       for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
     }
@@ -177,8 +178,8 @@ __attribute__((noinline)) static void kernel(long kc, const float* __restrict Ap
     Bp += NR;
   }
   vf va = splat(alpha), vb = splat(beta);
-  if (mr == MR && nr == NR) {
-    for (int r = 0; r < MR; ++r)
+  if (mr == R && nr == NR) {
+    for (int r = 0; r < R; ++r)
       for (int v = 0; v < NV; ++v) {
         float* c = C + r * ldc + v * VW;
         storeu(c, beta == 0 ? va * acc[r][v] : va * acc[r][v] + vb * loadu(c));
@@ -186,14 +187,23 @@ __attribute__((noinline)) static void kernel(long kc, const float* __restrict Ap
     return;
   }
   // Edge tile: only the valid part of C is touched.
-  alignas(64) float t[MR][NR];
-  for (int r = 0; r < MR; ++r)
+  alignas(64) float t[R][NR];
+  for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) *reinterpret_cast<vf*>(&t[r][v * VW]) = acc[r][v];
   for (long r = 0; r < mr; ++r)
     for (long c = 0; c < nr; ++c) {
       float* o = C + r * ldc + c;
       *o = beta == 0 ? alpha * t[r][c] : alpha * t[r][c] + beta * *o;
     }
+}
+
+// The micro-kernel for mr <= MR valid rows: a last panel of a few rows (a 25-row product has 12 +
+// 12 + 1) runs a shorter kernel instead of multiplying MR rows, most of them zero.
+static void kernel_rows(long kc, const float* Ap, const float* Bp, float* C, long ldc, long mr, long nr,
+                        float alpha, float beta) {
+  if (MR > 4 && mr <= 4) kernel<4>(kc, Ap, Bp, C, ldc, mr, nr, alpha, beta);
+  else if (MR > 8 && mr <= 8) kernel<8>(kc, Ap, Bp, C, ldc, mr, nr, alpha, beta);
+  else kernel<MR>(kc, Ap, Bp, C, ldc, mr, nr, alpha, beta);
 }
 
 // ---- packed GEMM ---------------------------------------------------------------------------
@@ -263,7 +273,7 @@ static void gemm_packed(const Problem& P, bool par) {
     const float* B = Bp[s % 2];
     for (long j = jb; j < je; j += NR)
       for (long i = ib; i < ie; i += MR)
-        kernel(st.kc, A + i * st.kc, B + j * st.kc, P.C + (st.i0 + i) * P.ldc + st.j0 + j, P.ldc,
+        kernel_rows(st.kc, A + i * st.kc, B + j * st.kc, P.C + (st.i0 + i) * P.ldc + st.j0 + j, P.ldc,
                std::min<long>(MR, ie - i), std::min<long>(NR, je - j), P.alpha, beta);
   };
 
@@ -288,9 +298,38 @@ static void gemm_packed(const Problem& P, bool par) {
 // packs one NR-wide panel of op(B) into a buffer that stays in its L2 and runs every row of op(A)
 // against it, so op(B) is read from memory once and never written back. op(A) is packed per K
 // block of KP, which keeps it in L2 beside the panel for the row counts this path serves.
+static void gemm_panels(const Problem& P, bool par);
+
+// A tall K (the LM head's backward, K = vocabulary) would cost two thread meetings per K block;
+// instead each thread takes a contiguous share of K and sums into its own C, added up at the end.
+static void gemm_panels_split_k(const Problem& P) {
+  const long M = P.M, N = P.N, K = P.K, nt = num_threads();
+  float* partial = workspace(6, size_t(nt - 1) * size_t(M) * size_t(N));
+  parallel_for(size_t(nt), 1, [&](size_t b, size_t e) {
+    for (long t = long(b); t < long(e); ++t) {
+      const long k0 = K * t / nt;
+      Problem Q = P;
+      Q.K = K * (t + 1) / nt - k0;
+      Q.A += P.transA ? k0 * P.lda : k0;
+      if (P.Bh) Q.Bh += P.transB ? k0 : k0 * P.ldb;
+      else Q.Bf += P.transB ? k0 : k0 * P.ldb;
+      if (t > 0) {
+        Q.C = partial + (t - 1) * M * N;
+        Q.ldc = N;
+        Q.beta = 0;
+      }
+      gemm_panels(Q, false);
+    }
+  });
+  for (long t = 1; t < nt; ++t)
+    for (long i = 0; i < M; ++i)
+      for (long j = 0; j < N; ++j) P.C[i * P.ldc + j] += partial[((t - 1) * M + i) * N + j];
+}
+
 static void gemm_panels(const Problem& P, bool par) {
   const long M = P.M, N = P.N, K = P.K;
   const long nk = (K + KP - 1) / KP, kc_max = (K + nk - 1) / nk;
+  if (par && nk >= 8 && num_threads() > 1) return gemm_panels_split_k(P);
   const long panels_a = (M + MR - 1) / MR, panels_b = (N + NR - 1) / NR;
   float* Ap = workspace(0, size_t(panels_a) * MR * kc_max);
   for (long b = 0; b < nk; ++b) {
@@ -306,7 +345,7 @@ static void gemm_panels(const Problem& P, bool par) {
         if (P.Bh) pack_b(P, P.Bh, j, j + nr, k0, kc, Bp);
         else pack_b(P, P.Bf, j, j + nr, k0, kc, Bp);
         for (long i = 0; i < M; i += MR)
-          kernel(kc, Ap + i * kc, Bp, P.C + i * P.ldc + j, P.ldc, std::min<long>(MR, M - i), nr, P.alpha, beta);
+          kernel_rows(kc, Ap + i * kc, Bp, P.C + i * P.ldc + j, P.ldc, std::min<long>(MR, M - i), nr, P.alpha, beta);
       }
     });
   }
