@@ -732,6 +732,49 @@ void attention_backward(Args& a) {
 // ---------------------------------------------------------------------------------------------
 // Rotary embedding
 
+// cos and sin of every (position, frequency) pair of a call. A training step applies the same
+// positions to q and k in every layer, forward and backward, so the last table is kept (per calling
+// thread) and reused while theta, D and the positions stay the same.
+struct RopeTable {
+  float theta = 0;
+  int half = 0;
+  std::vector<int32_t> positions;
+  std::vector<float> cos, sin;  // [T, half]
+};
+
+const RopeTable& rope_table(float theta, int half, const int32_t* pos, size_t T) {
+  thread_local RopeTable mine;
+  RopeTable& tab = mine;  // a name the pool's threads can see: inside the lambda `mine` would be theirs
+  if (tab.theta == theta && tab.half == half && tab.positions.size() == T &&
+      std::equal(pos, pos + T, tab.positions.begin()))
+    return tab;
+  // As PyTorch computes it in float32: inv_freq = 1 / theta^(float(2i) / D), angle = float(pos) *
+  // inv_freq, then cos/sin of that float angle (here correctly rounded via double).
+  std::vector<float> inv_freq(half);
+  for (int i = 0; i < half; ++i) {
+    const float e = static_cast<float>(2 * i) / static_cast<float>(2 * half);
+    const float p = static_cast<float>(std::pow(static_cast<double>(theta), static_cast<double>(e)));
+    inv_freq[i] = 1.0f / p;
+  }
+  tab.theta = 0;  // invalid until filled
+  tab.positions.assign(pos, pos + T);
+  tab.cos.resize(T * half);
+  tab.sin.resize(T * half);
+  parallel_for(T, std::max<size_t>(1, 4096 / half), [&](size_t b, size_t e) {
+    for (size_t t = b; t < e; ++t) {
+      const float fp = static_cast<float>(pos[t]);
+      for (int i = 0; i < half; ++i) {
+        const double ang = static_cast<double>(fp * inv_freq[i]);
+        tab.cos[t * half + i] = static_cast<float>(std::cos(ang));
+        tab.sin[t * half + i] = static_cast<float>(std::sin(ang));
+      }
+    }
+  });
+  tab.theta = theta;
+  tab.half = half;
+  return tab;
+}
+
 void rope(Args& a) {
   const int64_t T = a.integer(0, "T"), H = a.integer(1, "H"), D = a.integer(2, "D");
   const double theta = a.number(3, "theta");
@@ -743,36 +786,21 @@ void rope(Args& a) {
   const int32_t* pos = vp.need(static_cast<size_t>(T), "positions").i32("positions");
   float* x = vx.need(product({T, H, D}), "x").f32("x");
   const int half = static_cast<int>(D / 2);
-  // As PyTorch computes it in float32: inv_freq = 1 / theta^(float(2i) / D), angle = float(pos) *
-  // inv_freq, then cos/sin of that float angle (here correctly rounded via double).
-  std::vector<float> inv_freq(half);
-  const float th = static_cast<float>(theta);
-  for (int i = 0; i < half; ++i) {
-    const float e = static_cast<float>(2 * i) / static_cast<float>(D);
-    const float p = static_cast<float>(std::pow(static_cast<double>(th), static_cast<double>(e)));
-    inv_freq[i] = 1.0f / p;
-  }
+  const RopeTable& tab = rope_table(static_cast<float>(theta), half, pos, static_cast<size_t>(T));
   const size_t row = static_cast<size_t>(H) * D;
-  const size_t grain = std::max<size_t>(1, 32768 / (row + 16 * half));
+  const size_t grain = std::max<size_t>(1, 32768 / row);
   parallel_for(static_cast<size_t>(T), grain, [&](size_t b, size_t e) {
-    std::vector<float> cs(2 * half);
-    float* c = cs.data();
-    float* sn = c + half;
+    const float sign = inverse ? -1.0f : 1.0f;
     for (size_t t = b; t < e; ++t) {
-      const float fp = static_cast<float>(pos[t]);
-      for (int i = 0; i < half; ++i) {
-        const double ang = static_cast<double>(fp * inv_freq[i]);
-        c[i] = static_cast<float>(std::cos(ang));
-        const float si = static_cast<float>(std::sin(ang));
-        sn[i] = inverse ? -si : si;
-      }
+      const float* c = tab.cos.data() + t * half;
+      const float* sn = tab.sin.data() + t * half;
       for (int64_t h = 0; h < H; ++h) {
         float* x1 = x + t * row + h * D;
         float* x2 = x1 + half;
         for (int i = 0; i < half; ++i) {
-          const float a1 = x1[i], a2 = x2[i];
-          x1[i] = a1 * c[i] - a2 * sn[i];
-          x2[i] = a1 * sn[i] + a2 * c[i];
+          const float a1 = x1[i], a2 = x2[i], si = sign * sn[i];
+          x1[i] = a1 * c[i] - a2 * si;
+          x2[i] = a1 * si + a2 * c[i];
         }
       }
     }

@@ -316,6 +316,7 @@ test("rope matches the float32-angle reference up to position 8192, and inverse 
     { T: 6, H: 3, D: 16, theta: 10000 },
     { T: 40, H: 2, D: 256, theta: 10000 },
     { T: 9, H: 1, D: 2, theta: 500000 },
+    { T: 700, H: 2, D: 128, theta: 10000 }, // the angle table is built on several threads
   ];
   const r = uniform(11);
   for (const c of cases) {
@@ -335,6 +336,23 @@ test("rope matches the float32-angle reference up to position 8192, and inverse 
     native.rope(c.T, c.H, c.D, c.theta, pos, y, true);
     assert.ok(maxErr(y, x).err < 1e-6, "inverse(rope(x)) == x");
   }
+});
+
+test("rope's reused angle table follows a change of positions or theta", () => {
+  const r = uniform(12);
+  const T = 300, H = 1, D = 64;
+  const pos = Int32Array.from({ length: T }, (_, t) => t);
+  const x = randomF32(T * H * D, r);
+  const check = (theta: number, label: string) => {
+    const y = x.slice();
+    native.rope(T, H, D, theta, pos, y, false);
+    assert.ok(maxErr(y, ropeRef(T, H, D, theta, pos, x, false)).err < 1e-6, label);
+  };
+  check(10000, "first call");
+  check(10000, "same positions, the table reused");
+  pos[T - 1] = 5000;
+  check(10000, "one position changed");
+  check(500000, "theta changed");
 });
 
 test("rope uses the half-split layout (known values at position 1)", () => {
