@@ -16,7 +16,8 @@
 //   pass 1, per (kv head, query block): Di = rowsum(dO*O), P, dP = dO V^T, dS = P*(dP - Di),
 //           dQ = scale * dS K;
 //   pass 2, per (kv head, key block), over the query rows of the whole group: dV = P^T dO,
-//           dK = scale * dS^T Q (recomputing P and dS).
+//           dK = scale * dS^T Q, with the P and dS tiles pass 1 kept (five tile products in all
+//           instead of seven) when they fit in kStoredTilesMax bytes, else recomputed.
 //
 // Two small matrix kernels do all the arithmetic: C = A B^T (dot-product form, used for Q K^T and
 // dO V^T straight from the strided k/v arrays) and C += A B (broadcast form, for P V, dS K, P^T dO,
@@ -373,6 +374,7 @@ float* scratch(size_t floats) {
 constexpr int kRowsPerBlock = 72;  // query rows (positions x group heads) per block
 constexpr int kKeyTile = 72;       // keys per tile
 constexpr int kSplitKeys = 1024;   // key-chunk length when a forward call has few row blocks
+constexpr size_t kStoredTilesMax = size_t(64) << 20;  // backward: P and dS kept up to this size
 
 struct Shape {
   int T, S, Hq, Hkv, D, G, offset;
@@ -639,6 +641,23 @@ void attention_backward(Args& a) {
   const double work = 2.0 * s.Hq * s.T * (s.offset + (s.T + 1) / 2.0) * D;
   std::vector<float> di(static_cast<size_t>(s.Hq) * s.T);
 
+  // Where pass 1 leaves the P and dS tiles of (kv head g, row block qb, key tile): tile_at[g *
+  // nqb + qb] counts the tiles before it; each tile is [Mmax, kKeyTile] of P, then the same of dS.
+  const size_t tile_floats = 2 * static_cast<size_t>(Mmax) * kKeyTile;
+  std::vector<size_t> tile_at(static_cast<size_t>(s.Hkv) * s.nqb + 1, 0);
+  for (int g = 0; g < s.Hkv; ++g)
+    for (int qb = 0; qb < s.nqb; ++qb) {
+      const size_t i = static_cast<size_t>(g) * s.nqb + qb;
+      const int kend = std::min(klimit, s.offset + qb * s.Bt + s.rows(qb) / G);
+      tile_at[i + 1] = tile_at[i] + (kend + kKeyTile - 1) / kKeyTile;
+    }
+  float* stored = nullptr;
+  if (tile_at.back() * tile_floats * sizeof(float) <= kStoredTilesMax) {
+    thread_local std::vector<float> keep;  // kept grown: fresh pages cost more than the products
+    if (keep.size() < tile_at.back() * tile_floats) keep.resize(tile_at.back() * tile_floats);
+    stored = keep.data();
+  }
+
   // Pass 1: Di and dQ, per (kv head, row block), largest blocks first.
   run_tasks(static_cast<size_t>(s.Hkv) * s.nqb, 3 * work, [&](size_t i) {
     const int g = static_cast<int>(i % s.Hkv);
@@ -671,6 +690,10 @@ void attention_backward(Args& a) {
       const int nk = std::min(kKeyTile, kend - j0);
       const float* kt = k + j0 * ks + static_cast<size_t>(g) * D;
       const float* vt = v + j0 * ks + static_cast<size_t>(g) * D;
+      if (stored) {
+        Sb = stored + (tile_at[static_cast<size_t>(g) * s.nqb + qb] + j0 / kKeyTile) * tile_floats;
+        dPb = Sb + static_cast<size_t>(Mmax) * kKeyTile;
+      }
       K.abt(M, nk, D, Qb, ldq, kt, ks, Sb, kKeyTile);
       K.abt(M, nk, D, dOb, lddo, vt, ks, dPb, kKeyTile);
       softmax_grad_tile(K, s, qb, M, j0, nk, Sb, dPb, lr, dr);
@@ -708,11 +731,16 @@ void attention_backward(Args& a) {
       size_t ldq, lddo;
       const float* Qb = rows_of(s, g, qb, q, Qbuf, &ldq);
       const float* dOb = rows_of(s, g, qb, dout, dObuf, &lddo);
-      gather_rows(s, g, qb, lse, lr);
-      gather_rows(s, g, qb, di.data(), dr);
-      K.abt(M, nkk, D, Qb, ldq, kt, ks, Sb, kKeyTile);
-      K.abt(M, nkk, D, dOb, lddo, vt, ks, dPb, kKeyTile);
-      softmax_grad_tile(K, s, qb, M, j0, nkk, Sb, dPb, lr, dr);
+      if (stored) {
+        Sb = stored + (tile_at[static_cast<size_t>(g) * s.nqb + qb] + kb) * tile_floats;
+        dPb = Sb + static_cast<size_t>(Mmax) * kKeyTile;
+      } else {
+        gather_rows(s, g, qb, lse, lr);
+        gather_rows(s, g, qb, di.data(), dr);
+        K.abt(M, nkk, D, Qb, ldq, kt, ks, Sb, kKeyTile);
+        K.abt(M, nkk, D, dOb, lddo, vt, ks, dPb, kKeyTile);
+        softmax_grad_tile(K, s, qb, M, j0, nkk, Sb, dPb, lr, dr);
+      }
       K.ab(nkk, D, M, Sb, 1, kKeyTile, dOb, lddo, dVb, D);
       K.ab(nkk, D, M, dPb, 1, kKeyTile, Qb, ldq, dKb, D);
     }

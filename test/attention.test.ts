@@ -290,6 +290,17 @@ test("attentionBackward matches the analytic float64 gradients on multi-tile sha
   }
 });
 
+test("attentionBackward recomputes P and dS when keeping them would take more than 64 MB", () => {
+  // 81 row blocks of 72 rows x about 20 key tiles of 72, P and dS: 68 MB of tiles, past the limit.
+  const s = shape(2900, 2900, 2, 1, 4);
+  const x = inputs(s, 300);
+  const got = backward(s, x);
+  const an = attnGradRef(s, x.q, x.k, x.v, x.dOut);
+  assertClose(got.dq, an.dq, 2e-5, `dq ${name(s)}`);
+  assertClose(got.dk, an.dk, 2e-5, `dk ${name(s)}`);
+  assertClose(got.dv, an.dv, 2e-5, `dv ${name(s)}`);
+});
+
 test("attention is bit-for-bit deterministic and independent of the thread count", async () => {
   const s = shape(160, 160, 4, 1, 64);
   const x = inputs(s, 7);
