@@ -1,8 +1,9 @@
 // GEMM: C = alpha * op(A) · op(B) + beta * C, row-major with row strides, A f32, B f32 or bf16.
 //
-// One engine (gemm_body.h: packing, micro-kernel, small-M streaming path) is compiled for three
-// instruction sets and picked at run time: AVX-512 (12x32 block), AVX2+FMA (6x16 block) and a
-// portable one in plain GCC vector extensions (6x8 block; SSE2 on x86-64, NEON on arm64).
+// One engine (gemm_body.h: packing, micro-kernel; a streaming path for M <= 8, a panel-by-panel
+// path for moderate M, packed blocks for large M) is compiled for three instruction sets and
+// picked at run time: AVX-512 (12x32 block), AVX2+FMA (6x16 block) and a portable one in plain
+// GCC vector extensions (6x8 block; SSE2 on x86-64, NEON on arm64).
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
