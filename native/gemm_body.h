@@ -64,6 +64,23 @@ static inline void transpose8(__m256 r[8]) {
   r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
+// [sum of v[0]'s lanes, ..., sum of v[7]'s lanes]: a tree of horizontal adds shared by the eight
+// vectors, instead of eight lane-by-lane sums (a GEMV row of 640 weights spent 15% of its time there).
+static inline __m256 hsum8(const vf* v) {
+  __m256 h[8];
+  for (int b = 0; b < 8; ++b) {
+#if LT_AVX512_INTRINSICS
+    const __m512 z = reinterpret_cast<const __m512&>(v[b]);
+    h[b] = _mm256_add_ps(_mm512_castps512_ps256(z), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1)));
+#else
+    h[b] = reinterpret_cast<const __m256&>(v[b]);
+#endif
+  }
+  const __m256 s0 = _mm256_hadd_ps(_mm256_hadd_ps(h[0], h[1]), _mm256_hadd_ps(h[2], h[3]));
+  const __m256 s1 = _mm256_hadd_ps(_mm256_hadd_ps(h[4], h[5]), _mm256_hadd_ps(h[6], h[7]));
+  // s0 = [sums of lanes 0-3 of v0..v3 | lanes 4-7 of v0..v3], s1 the same for v4..v7.
+  return _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
+}
 static inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 static inline __m256 load8(const uint16_t* p) {
   __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -391,15 +408,25 @@ static void small_rows(const Small& S, const float* ae, const T* W, long j0, lon
         for (int u = 0; u < U; ++u) block(&acc[0][b][u], w[b], k + u * step, B * U);
     for (; k < Kv; k += step)
       for (int b = 0; b < B; ++b) block(&acc[0][b][0], w[b], k, B * U);
-    for (int i = 0; i < m; ++i)
+    for (int i = 0; i < m; ++i) {
+      vf t[B];
       for (int b = 0; b < B; ++b) {
-        vf t = acc[i][b][0];
-        for (int u = 1; u < U; ++u) t += acc[i][b][u];
-        float sum = hsum(t);
+        t[b] = acc[i][b][0];
+        for (int u = 1; u < U; ++u) t[b] += acc[i][b][u];
+      }
+      float sums[B];
+#if LT_AVX2_INTRINSICS
+      if constexpr (B == 8) _mm256_storeu_ps(sums, hsum8(t));
+      else
+#endif
+        for (int b = 0; b < B; ++b) sums[b] = hsum(t[b]);
+      for (int b = 0; b < B; ++b) {
+        float sum = sums[b];
         for (long kk = Kv; kk < K; ++kk) sum += S.a[i * K + kk] * to_f32(w[b][kk]);
         float* o = S.C + i * S.rs + (j + b) * S.cs;
         *o = S.beta == 0 ? S.alpha * sum : S.alpha * sum + S.beta * *o;
       }
+    }
   };
   long j = j0;
   for (; j + JB <= j1; j += JB) rows(j, std::integral_constant<int, JB>());
