@@ -318,15 +318,19 @@ static void gemm_packed(const Problem& P, bool par) {
 static void gemm_panels(const Problem& P, bool par);
 
 // A tall K (the LM head's backward, K = vocabulary) would cost two thread meetings per K block;
-// instead each thread takes a contiguous share of K and sums into its own C, added up at the end.
-static void gemm_panels_split_k(const Problem& P) {
-  const long M = P.M, N = P.N, K = P.K, nt = num_threads();
-  float* partial = workspace(6, size_t(nt - 1) * size_t(M) * size_t(N));
-  parallel_for(size_t(nt), 1, [&](size_t b, size_t e) {
+// instead K is cut into SPLIT parts, each summed into a C of its own by whichever thread is free,
+// and the parts are added up in order at the end. The cut does not depend on the thread count, so
+// neither do the results. (Up to SPLIT threads share such a product.)
+constexpr long SPLIT = 8;
+
+static void gemm_panels_split_k(const Problem& P, bool par) {
+  const long M = P.M, N = P.N, K = P.K;
+  float* partial = workspace(6, size_t(SPLIT - 1) * size_t(M) * size_t(N));
+  run(size_t(SPLIT), 1, par, [&](size_t b, size_t e) {
     for (long t = long(b); t < long(e); ++t) {
-      const long k0 = K * t / nt;
+      const long k0 = K * t / SPLIT;
       Problem Q = P;
-      Q.K = K * (t + 1) / nt - k0;
+      Q.K = K * (t + 1) / SPLIT - k0;
       Q.A += P.transA ? k0 * P.lda : k0;
       if (P.Bh) Q.Bh += P.transB ? k0 : k0 * P.ldb;
       else Q.Bf += P.transB ? k0 : k0 * P.ldb;
@@ -338,7 +342,7 @@ static void gemm_panels_split_k(const Problem& P) {
       gemm_panels(Q, false);
     }
   });
-  for (long t = 1; t < nt; ++t)
+  for (long t = 1; t < SPLIT; ++t)
     for (long i = 0; i < M; ++i)
       for (long j = 0; j < N; ++j) P.C[i * P.ldc + j] += partial[((t - 1) * M + i) * N + j];
 }
@@ -346,7 +350,7 @@ static void gemm_panels_split_k(const Problem& P) {
 static void gemm_panels(const Problem& P, bool par) {
   const long M = P.M, N = P.N, K = P.K;
   const long nk = (K + KP - 1) / KP, kc_max = (K + nk - 1) / nk;
-  if (par && nk >= 8 && num_threads() > 1) return gemm_panels_split_k(P);
+  if (nk >= 2 * SPLIT) return gemm_panels_split_k(P, par);
   const long panels_a = (M + MR - 1) / MR, panels_b = (N + NR - 1) / NR;
   float* Ap = workspace(0, size_t(panels_a) * MR * kc_max);
   for (long b = 0; b < nk; ++b) {

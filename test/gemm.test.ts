@@ -157,6 +157,29 @@ test(`gemm on larger, threaded products (${kernels.join(", ")})`, () => {
   }
 });
 
+test("gemm gives the same bits on one thread as on several (panels, K split, packed)", async () => {
+  const r = uniform(77);
+  const cases = [[40, 300, 700], [20, 40, 20000], [1100, 40, 300]].map(([M, N, K]) => ({
+    M: M!, N: N!, K: K!,
+    A: new Float32Array(M! * K!).map(() => r() - 0.5),
+    B: toBf16(new Float32Array(N! * K!).map(() => r() - 0.5)).bits,
+  }));
+  const run = () => cases.map(({ M, N, K, A, B }) => {
+    const C = new Float32Array(M * N);
+    native.gemm(false, true, M, N, K, 1, A, K, B, K, 0, C, N);
+    return C;
+  });
+  const threads = native.numThreads();
+  const many = run();
+  native.setNumThreads(1);
+  try {
+    assert.deepEqual(run(), many);
+  } finally {
+    native.setNumThreads(threads);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 50)); // let the new workers start
+});
+
 test("gemmKernel names the kernel in use", () => {
   assert.ok(["avx512", "avx2-fma", "portable"].includes(native.gemmKernel()));
   assert.throws(() => native.setGemmKernel("nope"), /unknown kernel/);
