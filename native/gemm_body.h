@@ -315,7 +315,30 @@ static void gemm_packed(const Problem& P, bool par) {
 // packs one NR-wide panel of op(B) into a buffer that stays in its L2 and runs every row of op(A)
 // against it, so op(B) is read from memory once and never written back. op(A) is packed per K
 // block of KP, which keeps it in L2 beside the panel for the row counts this path serves.
-static void gemm_panels(const Problem& P, bool par);
+// panel_blocks does the product block by block of K; gemm_panels (below) also splits a tall K.
+static void panel_blocks(const Problem& P, bool par) {
+  const long M = P.M, N = P.N, K = P.K;
+  const long nk = (K + KP - 1) / KP, kc_max = (K + nk - 1) / nk;
+  const long panels_a = (M + MR - 1) / MR, panels_b = (N + NR - 1) / NR;
+  float* Ap = workspace(0, size_t(panels_a) * MR * kc_max);
+  for (long b = 0; b < nk; ++b) {
+    const long k0 = K * b / nk, kc = K * (b + 1) / nk - k0;
+    const float beta = b == 0 ? P.beta : 1.0f;  // later K blocks accumulate onto the first
+    run(size_t(panels_a), 1, par, [&](size_t s, size_t e) {
+      pack_a(P, long(s) * MR, std::min(M, long(e) * MR), k0, kc, Ap + s * MR * kc);
+    });
+    run(size_t(panels_b), 1, par, [&](size_t s, size_t e) {
+      float* Bp = workspace(1, size_t(NR) * kc_max);  // per thread
+      for (long p = long(s); p < long(e); ++p) {
+        const long j = p * NR, nr = std::min<long>(NR, N - j);
+        if (P.Bh) pack_b(P, P.Bh, j, j + nr, k0, kc, Bp);
+        else pack_b(P, P.Bf, j, j + nr, k0, kc, Bp);
+        for (long i = 0; i < M; i += MR)
+          kernel_rows(kc, Ap + i * kc, Bp, P.C + i * P.ldc + j, P.ldc, std::min<long>(MR, M - i), nr, P.alpha, beta);
+      }
+    });
+  }
+}
 
 // A tall K (the LM head's backward, K = vocabulary) would cost two thread meetings per K block;
 // instead K is cut into SPLIT parts, each summed into a C of its own by whichever thread is free,
@@ -339,7 +362,7 @@ static void gemm_panels_split_k(const Problem& P, bool par) {
         Q.ldc = N;
         Q.beta = 0;
       }
-      gemm_panels(Q, false);
+      panel_blocks(Q, false);
     }
   });
   for (long t = 1; t < SPLIT; ++t)
@@ -348,28 +371,8 @@ static void gemm_panels_split_k(const Problem& P, bool par) {
 }
 
 static void gemm_panels(const Problem& P, bool par) {
-  const long M = P.M, N = P.N, K = P.K;
-  const long nk = (K + KP - 1) / KP, kc_max = (K + nk - 1) / nk;
-  if (nk >= 2 * SPLIT) return gemm_panels_split_k(P, par);
-  const long panels_a = (M + MR - 1) / MR, panels_b = (N + NR - 1) / NR;
-  float* Ap = workspace(0, size_t(panels_a) * MR * kc_max);
-  for (long b = 0; b < nk; ++b) {
-    const long k0 = K * b / nk, kc = K * (b + 1) / nk - k0;
-    const float beta = b == 0 ? P.beta : 1.0f;  // later K blocks accumulate onto the first
-    run(size_t(panels_a), 1, par, [&](size_t s, size_t e) {
-      pack_a(P, long(s) * MR, std::min(M, long(e) * MR), k0, kc, Ap + s * MR * kc);
-    });
-    run(size_t(panels_b), 1, par, [&](size_t s, size_t e) {
-      float* Bp = workspace(1, size_t(NR) * kc_max);  // per thread
-      for (long p = long(s); p < long(e); ++p) {
-        const long j = p * NR, nr = std::min<long>(NR, N - j);
-        if (P.Bh) pack_b(P, P.Bh, j, j + nr, k0, kc, Bp);
-        else pack_b(P, P.Bf, j, j + nr, k0, kc, Bp);
-        for (long i = 0; i < M; i += MR)
-          kernel_rows(kc, Ap + i * kc, Bp, P.C + i * P.ldc + j, P.ldc, std::min<long>(MR, M - i), nr, P.alpha, beta);
-      }
-    });
-  }
+  if ((P.K + KP - 1) / KP >= 2 * SPLIT) gemm_panels_split_k(P, par);
+  else panel_blocks(P, par);
 }
 
 // ---- small M: stream the big operand once ----------------------------------------------------

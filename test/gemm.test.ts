@@ -154,6 +154,7 @@ test(`gemm on larger, threaded products (${kernels.join(", ")})`, () => {
     check({ tA, tB, M: 2100, N: 24, K: 260, beta: 0.5 }, seed++, kernels); // several row blocks
     check({ tA, tB, M: 9, N: 40, K: 4500, beta: 0.5, bf16: true }, seed++, kernels); // panels, several K blocks
     check({ tA, tB, M: 20, N: 40, K: 16500, beta: 0.5, bf16: true, pad: 1 }, seed++, kernels); // panels, K split in parts
+    check({ tA, tB, M: 9, N: 9, K: 270000, beta: 0.5, bf16: true }, seed++, kernels); // parts of the LM head's length
   }
 });
 
